@@ -1,0 +1,40 @@
+"""Weight init schemes for conv and linear layers, chosen in the config (``Arch.init``).
+
+Xavier keeps activation variance for tanh-like units; Kaiming (He) for ReLU, whose
+half-zeroed outputs halve the variance each layer. Biases start at zero. A layer that
+needs its own init (the Spatial Gating Unit's gate: weights ~0, bias 1) defines
+``init_weights()``, which runs after the scheme so it always wins.
+"""
+import paddle
+import paddle.nn as nn
+
+SCHEMES = ("default", "xavier", "kaiming", "normal")
+
+
+def apply_init(model, scheme="default", std=0.02):
+    """Initialise ``model`` in place with ``scheme`` and then each layer's own ``init_weights``."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown init '{scheme}', choose one of {SCHEMES}")
+    if scheme != "default":
+        for layer in model.sublayers(include_self=True):
+            if isinstance(layer, (nn.Conv2D, nn.Linear)):
+                w = layer.weight
+                if scheme == "xavier":
+                    nn.initializer.XavierUniform()(w)
+                elif scheme == "kaiming":
+                    nn.initializer.KaimingNormal()(w)
+                else:
+                    nn.initializer.Normal(0.0, std)(w)
+                if layer.bias is not None:
+                    nn.initializer.Constant(0.0)(layer.bias)
+    for layer in model.sublayers(include_self=True):
+        if hasattr(layer, "init_weights") and callable(layer.init_weights):
+            layer.init_weights()
+    return model
+
+
+def count_params(model):
+    """(total, trainable) parameter counts."""
+    total = sum(int(p.numel()) for p in model.parameters())
+    trainable = sum(int(p.numel()) for p in model.parameters() if not p.stop_gradient)
+    return total, trainable

@@ -1,0 +1,69 @@
+"""Model registry: ``@register_model`` on a factory, ``build_model(name, **kw)`` to build.
+
+Every factory takes ``num_classes``, ``in_channels`` and ``image_size`` (the side of the
+square input) plus its own keyword arguments, which come from the config's ``Arch``
+section. Unknown names and unknown arguments fail with the valid ones listed.
+"""
+import inspect
+
+from utils.errors import ConfigError, did_you_mean
+
+_REGISTRY = {}
+
+
+def register_model(fn):
+    """Register a model factory under its function name."""
+    if fn.__name__ in _REGISTRY:
+        raise ValueError(f"model '{fn.__name__}' is registered twice")
+    _REGISTRY[fn.__name__] = fn
+    return fn
+
+
+def list_models():
+    """Sorted names of all registered models."""
+    return sorted(_REGISTRY)
+
+
+def model_factory(name):
+    """The factory registered as ``name``; unknown names raise ConfigError listing the valid ones."""
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown model '{name}'{did_you_mean(name, _REGISTRY)}; "
+                          f"registered models: {', '.join(list_models())}")
+    return _REGISTRY[name]
+
+
+def check_kwargs(name, kwargs):
+    """Raise ConfigError for keyword arguments the factory does not take."""
+    fn = model_factory(name)
+    params = inspect.signature(fn).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [p for p in params if p not in ("num_classes", "in_channels", "image_size")]
+    for k in kwargs:
+        if k not in params:
+            raise ConfigError(f"Arch.{k}: model '{name}' has no argument '{k}'{did_you_mean(k, valid)}; "
+                              f"its arguments: {', '.join(valid) or '(none)'}")
+
+
+def build_model(name, num_classes=10, in_channels=3, image_size=32, init="default", init_std=0.02, **kwargs):
+    """Build a registered model and apply the init scheme.
+
+    Args:
+        name: registered name, e.g. ``gmlp_tiny``.
+        num_classes: output classes.
+        in_channels: image channels (1 for digits, 3 for CIFAR).
+        image_size: input side length.
+        init: ``default``, ``xavier``, ``kaiming`` or ``normal`` for conv/linear weights.
+        init_std: std for ``normal``.
+        **kwargs: the factory's own arguments.
+    """
+    from models.init import apply_init
+
+    check_kwargs(name, kwargs)
+    try:
+        model = model_factory(name)(num_classes=num_classes, in_channels=in_channels,
+                                    image_size=image_size, **kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"Arch: model '{name}' rejected its arguments: {e}") from None
+    apply_init(model, init, init_std)
+    return model

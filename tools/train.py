@@ -1,0 +1,48 @@
+"""Train an image classifier: ``python tools/train.py -c configs/gmlp_digits.yml [-o Key.sub=value ...]``.
+
+Resume an interrupted run in its own directory: ``python tools/train.py --resume output/gmlp_digits/<run>``.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from utils.config import load_config  # noqa: E402  (no paddle import: threads are set first)
+from utils.errors import UserError, run_tool  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("-c", "--config", help="YAML config file, e.g. configs/gmlp_digits.yml")
+    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. -o Optimizer.lr=0.01 (repeatable)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
+    args = p.parse_args(argv)
+    if not args.config and not args.resume:
+        p.error("give a config with -c, or a run directory with --resume")
+    return args
+
+
+@run_tool
+def main(argv=None):
+    args = parse_args(argv)
+    if args.resume:
+        path = os.path.join(args.resume, "config.yml")
+        if not os.path.isfile(path):
+            raise UserError(f"--resume {args.resume}: no config.yml there (is it a run directory under output/?)")
+        cfg = load_config(args.config or path, args.override)
+        cfg["Global"]["checkpoints"] = args.resume
+    else:
+        cfg = load_config(args.config, args.override)
+
+    from utils.trainer import configure_threads
+
+    configure_threads(cfg["Global"]["num_threads"])
+    from utils.trainer import train
+
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()

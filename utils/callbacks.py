@@ -1,0 +1,391 @@
+"""hapi callbacks for the training loop.
+
+We do not give ``eval_data`` to ``Model.fit``: hapi evaluates only at epoch ends, on
+0-based ``epoch % eval_freq == 0`` (so epoch 0 but not the last), and reports the last
+batch's loss. :class:`PeriodicEval` validates every N epochs and/or N iterations itself and
+routes the metrics to the listeners' ``on_eval_end`` — the same hook hapi would call — so
+each callback below keeps one job: it decides in one method and its hooks only route.
+
+Stateful callbacks have ``state_dict``/``load_state_dict`` so a resumed run continues exactly.
+"""
+import math
+import random
+import time
+
+import numpy as np
+import paddle
+from paddle.callbacks import Callback
+
+from utils.errors import ConfigError
+
+
+def seed_everything(seed):
+    """Seed Python, NumPy and Paddle (data order, augmentation, dropout)."""
+    seed = int(seed) % (2**32)
+    random.seed(seed)
+    np.random.seed(seed)
+    paddle.seed(seed)
+
+
+def request_stop(model):
+    """Stop ``fit`` after the current batch.
+
+    ``model.stop_training`` alone is read only at the end of an epoch. hapi's
+    ``_run_one_epoch`` also breaks out of the batch loop when its ``num_iters`` budget hits
+    zero after ``on_batch_end``; a budget of one ends the epoch right after this batch.
+    """
+    model.stop_training = True
+    model.num_iters = 1
+
+
+class Progress(Callback):
+    """Global epoch and step across resumes; reseeds every RNG at each epoch start.
+
+    Reseeding with ``seed + epoch`` makes epoch k's shuffle, augmentation and dropout
+    independent of whether epochs 0..k-1 ran in this process, so a resumed run repeats
+    the uninterrupted one exactly.
+    """
+
+    def __init__(self, seed, total_epochs, steps_per_epoch, epochs_done=0, global_step=0):
+        super().__init__()
+        self.seed = seed
+        self.total_epochs = total_epochs
+        self.steps_per_epoch = steps_per_epoch
+        self.epochs_done = epochs_done
+        self.global_step = global_step
+        self.epoch = epochs_done
+        self.epoch_step = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = self.epochs_done
+        self.epoch_step = 0
+        seed_everything(self.seed + self.epoch)
+
+    def on_train_batch_end(self, step, logs=None):
+        self.global_step += 1
+        self.epoch_step += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.epoch_step >= self.steps_per_epoch:
+            self.epochs_done = self.epoch + 1
+
+    @property
+    def is_last_epoch(self):
+        return self.epoch + 1 >= self.total_epochs
+
+    def state_dict(self):
+        return {"epochs_done": self.epochs_done, "global_step": self.global_step}
+
+    def load_state_dict(self, state):
+        self.epochs_done = int(state["epochs_done"])
+        self.global_step = int(state["global_step"])
+        self.epoch = self.epochs_done
+
+
+class PeriodicEval(Callback):
+    """Validate every ``every_epochs`` epochs (and after the last) and every ``every_iters`` steps.
+
+    Args:
+        evaluate_fn: callable returning a metrics dict (loss, acc, ...).
+        progress: the run's :class:`Progress`.
+        every_epochs: period in epochs; 0 = only after the last epoch.
+        every_iters: period in iterations; 0 = off.
+        listeners: callbacks whose ``on_eval_end(logs)`` receives each result.
+    """
+
+    def __init__(self, evaluate_fn, progress, every_epochs=1, every_iters=0, listeners=()):
+        super().__init__()
+        if every_epochs < 0 or every_iters < 0:
+            raise ConfigError("Global.eval_every_epochs and Global.eval_every_iters must be >= 0")
+        self.evaluate_fn = evaluate_fn
+        self.progress = progress
+        self.every_epochs = every_epochs
+        self.every_iters = every_iters
+        self.listeners = list(listeners)
+        self.last_step = None
+        self.history = []
+
+    def due_after_epoch(self):
+        p = self.progress
+        return p.is_last_epoch or bool(self.every_epochs and (p.epoch + 1) % self.every_epochs == 0)
+
+    def on_train_batch_end(self, step, logs=None):
+        if self.every_iters and self.progress.global_step % self.every_iters == 0:
+            self.run()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.model.stop_training or self.due_after_epoch():
+            self.run()
+
+    def run(self):
+        if self.last_step == self.progress.global_step:
+            return self.history[-1]
+        t0 = time.time()
+        logs = dict(self.evaluate_fn())
+        logs.update(epoch=self.progress.epoch + 1, step=self.progress.global_step, eval_time=time.time() - t0)
+        self.last_step = self.progress.global_step
+        self.history.append(logs)
+        for cb in self.listeners:
+            cb.on_eval_end(logs)
+        return logs
+
+
+def _metric(logs, name, key):
+    if name not in logs:
+        available = [k for k in logs if k not in ("epoch", "step", "samples", "eval_time")]
+        raise ConfigError(f"{key}: no validation metric '{name}'; available: {', '.join(available)}")
+    return float(logs[name])
+
+
+class BestTracker:
+    """Best value so far of a metric; ``update`` says whether a value improves on it."""
+
+    def __init__(self, mode="max", min_delta=0.0):
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        if min_delta < 0:
+            raise ValueError(f"min_delta must be >= 0, got {min_delta}")
+        self.mode = mode
+        self.min_delta = min_delta
+        self.best = None
+
+    def improves(self, value):
+        if not math.isfinite(value):
+            return False
+        if self.best is None:
+            return True
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def update(self, value):
+        if self.improves(value):
+            self.best = value
+            return True
+        return False
+
+
+class EarlyStopping(Callback):
+    """Stop when a validation metric has not improved on its best for ``patience`` evaluations.
+
+    Args:
+        monitor: validation metric name (``acc``, ``loss``, ``acc_top5``).
+        mode: ``max`` or ``min``; explicit, never guessed from the name.
+        patience: evaluations without improvement before stopping (0 = stop at the first).
+        min_delta: an improvement must beat the best by more than this.
+    """
+
+    def __init__(self, monitor="acc", mode="max", patience=10, min_delta=0.0):
+        super().__init__()
+        if not isinstance(patience, int) or patience < 0:
+            raise ConfigError(f"EarlyStopping.patience must be an integer >= 0, got {patience!r}")
+        if mode not in ("min", "max"):
+            raise ConfigError(f"EarlyStopping.mode must be 'min' or 'max', got {mode!r}")
+        if min_delta < 0:
+            raise ConfigError(f"EarlyStopping.min_delta must be >= 0, got {min_delta}")
+        self.monitor = monitor
+        self.patience = patience
+        self.tracker = BestTracker(mode, min_delta)
+        self.wait = 0
+        self.best_step = None
+        self.stop_reason = None
+
+    @property
+    def best(self):
+        return self.tracker.best
+
+    def check(self, value, step=None):
+        """Update with a new value; return (should_stop, reason)."""
+        if not math.isfinite(value):
+            return True, f"{self.monitor} is {value}: training diverged"
+        if self.tracker.update(value):
+            self.wait, self.best_step = 0, step
+            return False, f"{self.monitor} improved to {value:.4f}"
+        self.wait += 1
+        if self.wait >= self.patience:
+            return True, (f"{self.monitor} did not improve on {self.best:.4f} (step {self.best_step}) "
+                          f"for {self.wait} evaluations (patience {self.patience})")
+        return False, f"{self.monitor} {value:.4f} not better than {self.best:.4f} ({self.wait}/{self.patience})"
+
+    def on_eval_end(self, logs=None):
+        stop, reason = self.check(_metric(logs, self.monitor, "EarlyStopping.monitor"), logs.get("step"))
+        if stop:
+            self.stop_reason = reason
+            request_stop(self.model)
+
+    def state_dict(self):
+        return {"best": self.best, "wait": self.wait, "best_step": self.best_step, "stop_reason": self.stop_reason}
+
+    def load_state_dict(self, state):
+        self.tracker.best = state["best"]
+        self.wait = int(state["wait"])
+        self.best_step = state["best_step"]
+        self.stop_reason = state.get("stop_reason")
+
+
+class LRStepper(Callback):
+    """Steps the LR schedule once per training iteration and feeds it each validation result."""
+
+    def __init__(self, scheduler):
+        super().__init__()
+        self.scheduler = scheduler
+
+    def on_train_batch_end(self, step, logs=None):
+        self.scheduler.step()
+
+    def on_eval_end(self, logs=None):
+        self.scheduler.eval_step(logs)
+
+
+class StopOnNaN(Callback):
+    """Stop at once when the training loss is NaN or Inf (Keras' TerminateOnNaN)."""
+
+    def __init__(self, progress):
+        super().__init__()
+        self.progress = progress
+        self.reason = None
+
+    def check(self, loss):
+        """Return (should_stop, reason) for a training loss value."""
+        if math.isfinite(loss):
+            return False, ""
+        return True, (f"training loss is {loss} at step {self.progress.global_step} (epoch {self.progress.epoch + 1}): "
+                      "lower Optimizer.lr, clip gradients (Optimizer.grad_clip) or check the inputs for NaN")
+
+    def on_train_batch_end(self, step, logs=None):
+        loss = logs.get("loss") if logs else None
+        if loss is None:
+            return
+        stop, reason = self.check(float(np.asarray(loss).reshape(-1)[0]))
+        if stop:
+            self.reason = reason
+            request_stop(self.model)
+
+
+def weights_finite(network):
+    return all(bool(paddle.isfinite(p).all()) for p in network.parameters())
+
+
+class Checkpointer(Callback):
+    """Writes best / latest / every-N-epochs checkpoints; never NaN weights, never half a file.
+
+    Args:
+        store: a :class:`utils.checkpoint.CheckpointStore` for the run directory.
+        progress: the run's :class:`Progress`.
+        stateful: name -> object with ``state_dict()`` saved with every checkpoint.
+        monitor, mode: metric that defines "best".
+    """
+
+    def __init__(self, store, progress, stateful, monitor="acc", mode="max", save_best=True,
+                 save_last=True, every_epochs=0):
+        super().__init__()
+        self.store = store
+        self.progress = progress
+        self.stateful = stateful
+        self.monitor = monitor
+        self.tracker = BestTracker(mode)
+        self.save_best = save_best
+        self.save_last = save_last
+        self.every_epochs = every_epochs
+        self.best_metrics = None
+
+    def training_state(self, finished=False):
+        state = {name: obj.state_dict() for name, obj in self.stateful.items()}
+        state["checkpointer"] = self.state_dict()
+        state["finished"] = finished
+        return state
+
+    def _save(self, name, finished=False):
+        if not weights_finite(self.model.network):
+            return False
+        self.store.save(name, self.model.network, self.model._optimizer, self.training_state(finished))
+        return True
+
+    def on_eval_end(self, logs=None):
+        if self.tracker.update(_metric(logs, self.monitor, "EarlyStopping.monitor")):
+            self.best_metrics = {k: v for k, v in logs.items()}
+            if self.save_best:
+                self._save("best_model")
+
+    def on_epoch_end(self, epoch, logs=None):
+        p = self.progress
+        if p.epoch_step < p.steps_per_epoch:
+            return  # a stopped, partial epoch: on_train_end records it
+        if self.save_last:
+            self._save("latest")
+        if self.every_epochs and (p.epoch + 1) % self.every_epochs == 0:
+            self._save(f"epoch_{p.epoch + 1}")
+
+    def on_train_end(self, logs=None):
+        if self.save_last:
+            self._save("latest", finished=True)
+
+    def state_dict(self):
+        return {"best": self.tracker.best, "best_metrics": self.best_metrics}
+
+    def load_state_dict(self, state):
+        self.tracker.best = state["best"]
+        self.best_metrics = state.get("best_metrics")
+
+
+class ConsoleLogger(Callback):
+    """One line every ``log_every`` iterations and one per validation."""
+
+    def __init__(self, progress, lr_fn, log_every=20, verbose=1, print_fn=print):
+        super().__init__()
+        self.progress = progress
+        self.lr_fn = lr_fn
+        self.log_every = max(1, log_every)
+        self.verbose = verbose
+        self.print = print_fn
+        self._t0 = None
+        self._seen = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0, self._seen = time.time(), 0
+
+    def on_train_batch_end(self, step, logs=None):
+        self._seen += int(logs.get("batch_size", 0))
+        p = self.progress
+        if self.verbose and p.global_step % self.log_every == 0:
+            speed = self._seen / max(time.time() - self._t0, 1e-9)
+            loss = float(np.asarray(logs["loss"]).reshape(-1)[0])
+            acc = logs.get("acc")
+            acc_s = f" acc {float(acc):.4f}" if acc is not None else ""
+            self.print(f"epoch {p.epoch + 1}/{p.total_epochs} step {p.epoch_step}/{p.steps_per_epoch} "
+                       f"loss {loss:.4f}{acc_s} lr {self.lr_fn():.3g} {speed:.0f} img/s")
+
+    def on_eval_end(self, logs=None):
+        if self.verbose:
+            shown = " ".join(f"{k} {v:.4f}" for k, v in logs.items()
+                             if k not in ("epoch", "step", "samples", "eval_time"))
+            self.print(f"eval  epoch {logs['epoch']} step {logs['step']}: {shown} ({logs['eval_time']:.1f}s)")
+
+
+class VisualDLLogger(Callback):
+    """Scalars for VisualDL on one step axis: train loss/acc and LR every step, eval metrics at their step.
+
+    One run = one directory = one log file (the VisualDL server reads only the newest
+    file of a directory), so a resumed run appends to the same file.
+    """
+
+    def __init__(self, writer, progress, lr_fn):
+        super().__init__()
+        self.writer = writer
+        self.progress = progress
+        self.lr_fn = lr_fn
+
+    def on_train_batch_end(self, step, logs=None):
+        s = self.progress.global_step
+        self.writer.add_scalar("train/loss", float(np.asarray(logs["loss"]).reshape(-1)[0]), s)
+        if "acc" in logs:
+            self.writer.add_scalar("train/acc", float(logs["acc"]), s)
+        self.writer.add_scalar("train/lr", self.lr_fn(), s)
+
+    def on_eval_end(self, logs=None):
+        for k, v in logs.items():
+            if k not in ("epoch", "step", "samples", "eval_time"):
+                self.writer.add_scalar(f"eval/{k}", float(v), logs["step"])
+
+    def on_train_end(self, logs=None):
+        self.writer.flush()

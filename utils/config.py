@@ -1,0 +1,353 @@
+"""Strict YAML configs: ``_base_`` inheritance, ``-o Key.sub=value`` overrides, a schema.
+
+Every valid key, its type, default and meaning lives in :data:`SCHEMA`; ``configs/README.md``
+is generated from it (``python tools/config_doc.py``) and a test keeps the two in sync.
+Unknown keys and wrong types are errors that name the key, the file and line, and the
+closest valid key. YAML is read with ``yaml.safe_load`` only; override values too.
+
+Two sections are open: ``Arch`` passes its extra keys to the model factory, which checks
+them against its signature; ``Transforms`` lists ops checked by the transform registry.
+"""
+import copy
+import os
+
+import yaml
+
+from utils.errors import ConfigError, did_you_mean
+
+
+class Key:
+    """One config entry: accepted types, default, help text and allowed values."""
+
+    def __init__(self, types, default, help, choices=None, nullable=False):
+        self.types = types if isinstance(types, tuple) else (types,)
+        self.default = default
+        self.help = help
+        self.choices = choices
+        self.nullable = nullable or default is None
+
+    def type_name(self):
+        names = {int: "int", float: "float", str: "str", bool: "bool", list: "list", dict: "mapping"}
+        s = " or ".join(names.get(t, t.__name__) for t in self.types)
+        return s + (" or null" if self.nullable else "")
+
+    def check(self, value, where):
+        if value is None:
+            if self.nullable:
+                return None
+            raise ConfigError(f"{where}: null is not allowed, expected {self.type_name()}")
+        # YAML gives 1 for "1" and 1e-3 for "1.0e-3"; accept int where float is asked.
+        if isinstance(value, bool) and bool not in self.types:
+            ok = False
+        elif isinstance(value, int) and float in self.types and int not in self.types:
+            value, ok = float(value), True
+        elif isinstance(value, str) and float in self.types and str not in self.types:
+            # PyYAML reads '1e-3' (no dot) as a string: accept it as the float it means.
+            try:
+                value, ok = float(value), True
+            except ValueError:
+                ok = False
+        else:
+            ok = isinstance(value, self.types)
+        if not ok:
+            raise ConfigError(
+                f"{where}: expected {self.type_name()}, got {type(value).__name__} {value!r}")
+        if self.choices is not None and value not in self.choices:
+            raise ConfigError(
+                f"{where}: {value!r} is not one of {list(self.choices)}{did_you_mean(value, self.choices)}")
+        return value
+
+
+OPTIMIZERS = ("SGD", "Momentum", "Adam", "AdamW", "RMSProp", "Adadelta")
+SCHEDULES = ("constant", "step", "multistep", "exponential", "inverse_time", "cosine",
+             "polynomial", "onecycle", "plateau")
+DATASETS = ("digits", "cifar10", "cifar100", "folder", "filelist")
+
+SCHEMA = {
+    "Global": {
+        "output_dir": Key(str, "output", "Root of run directories: runs go to <output_dir>/<config name>/<timestamp>/."),
+        "run_name": Key(str, None, "Run directory name instead of the timestamp."),
+        "epochs": Key(int, 30, "Number of training epochs."),
+        "seed": Key(int, 42, "Seed for Python, NumPy and Paddle; each epoch reseeds with seed + epoch so a resumed run repeats the same shuffles and augmentations."),
+        "device": Key(str, "auto", "auto (GPU when Paddle was built with CUDA and one is visible), cpu or gpu.", choices=("auto", "cpu", "gpu")),
+        "num_threads": Key(int, 0, "CPU threads for Paddle's kernels; 0 = all cores (Paddle itself defaults to 1)."),
+        "eval_every_epochs": Key(int, 1, "Validate every N epochs (and always after the last one); 0 = only after the last."),
+        "eval_every_iters": Key(int, 0, "Also validate every N training iterations (0 = off): faster feedback on long epochs."),
+        "log_every_iters": Key(int, 20, "Console and VisualDL logging period in iterations."),
+        "checkpoints": Key(str, None, "Resume from this run directory or checkpoint prefix (PaddleClas style); same as --resume."),
+        "pretrained_model": Key(str, None, "Load matching weights from this .pdparams file (or prefix) before training."),
+        "print_flops": Key(bool, True, "Print parameter count and FLOPs at start."),
+        "verbose": Key(int, 1, "0 = quiet, 1 = one line per epoch and log period, 2 = also the model summary."),
+    },
+    "Arch": {
+        "name": Key(str, "gmlp_tiny", "Registered model name (python -c 'import models; print(models.list_models())')."),
+        "init": Key(str, "default", "Weight init of conv and linear layers: default (Paddle's), xavier, kaiming or normal. Layers with a special init (the SGU gate) keep theirs.", choices=("default", "xavier", "kaiming", "normal")),
+        "init_std": Key(float, 0.02, "Standard deviation for init: normal."),
+    },
+    "Data": {
+        "name": Key(str, "digits", "digits (scikit-learn, embedded), cifar10, cifar100, folder (class-folder tree) or filelist (PaddleClas/PaddleX lists).", choices=DATASETS),
+        "data_dir": Key(str, None, "cifar: the python tar.gz file; folder: root holding train/ (and val/) class folders or the class folders themselves; filelist: the dataset root the lists are relative to."),
+        "download": Key(bool, False, "cifar: download with Paddle when data_dir is missing (needs internet)."),
+        "train_list": Key(str, "train_list.txt", "filelist: training list, lines 'relative/path.jpg label', relative to data_dir."),
+        "val_list": Key(str, "val_list.txt", "filelist: validation list; a missing file means carve val from train."),
+        "label_file": Key(str, "labels.txt", "filelist: class names, one per line ('name' or 'id name'); optional."),
+        "num_classes": Key(int, None, "Number of classes; null = from the data. A value that disagrees with the data is an error."),
+        "image_size": Key(int, None, "Side length the images are resized to; null = native size (32 for CIFAR, 8 for digits)."),
+        "val_split": Key(float, 0.1, "Fraction of train carved out as validation (fixed seed) when the dataset has no val set."),
+        "split_seed": Key(int, 0, "Seed of the train/val split and of the fraction subsample."),
+        "classes": Key(list, None, "Keep only these classes (names or indices) and relabel them 0..k-1: simplify the problem to iterate fast."),
+        "fraction": Key(float, 1.0, "Keep this fraction of the training samples (stratified)."),
+    },
+    "DataLoader": {
+        "batch_size": Key(int, 128, "Training batch size."),
+        "eval_batch_size": Key(int, 256, "Validation batch size."),
+        "num_workers": Key(int, 0, "Loader worker processes (0 = main process)."),
+        "shuffle": Key(bool, True, "Shuffle training samples every epoch."),
+        "drop_last": Key(bool, False, "Drop the last incomplete training batch."),
+        "use_shared_memory": Key(bool, True, "Share batches through /dev/shm; set false where /dev/shm is small (bus errors)."),
+    },
+    "Transforms": {
+        "train": Key(list, [{"Normalize": {}}], "Training transform ops, in order: a list of {OpName: {params}} (see the transform table)."),
+        "eval": Key(list, [{"Normalize": {}}], "Validation/test transform ops."),
+        "mean": Key((list, str), None, "Per-channel mean in [0,1] units for Normalize; 'auto' computes it from the training data; null = dataset default."),
+        "std": Key((list, str), None, "Per-channel std for Normalize; 'auto' computes it; null = dataset default."),
+    },
+    "Loss": {
+        "name": Key(str, "CrossEntropy", "Loss function.", choices=("CrossEntropy",)),
+        "label_smoothing": Key(float, 0.0, "Label smoothing epsilon (0 = off)."),
+    },
+    "Metric": {
+        "topk": Key(list, [1, 5], "Top-k accuracies to report; k larger than num_classes is dropped."),
+    },
+    "Optimizer": {
+        "name": Key(str, "Momentum", "Optimizer.", choices=OPTIMIZERS),
+        "lr": Key(float, 0.1, "Base learning rate (the peak for onecycle)."),
+        "momentum": Key(float, 0.9, "Momentum (Momentum, RMSProp)."),
+        "nesterov": Key(bool, False, "Nesterov momentum (Momentum)."),
+        "beta1": Key(float, 0.9, "Adam/AdamW beta1."),
+        "beta2": Key(float, 0.999, "Adam/AdamW beta2."),
+        "epsilon": Key(float, 1e-8, "Adam/AdamW/RMSProp/Adadelta epsilon."),
+        "rho": Key(float, 0.95, "RMSProp/Adadelta decay of the squared-gradient average."),
+        "weight_decay": Key(float, 0.0, "Weight decay coefficient; AdamW applies it decoupled, the others as a regularizer."),
+        "regularizer": Key(str, "L2", "L2 or L1 penalty for weight_decay (not AdamW).", choices=("L1", "L2")),
+        "grad_clip": Key(str, None, "Gradient clipping: value, norm (per tensor) or global_norm; null = off.", choices=("value", "norm", "global_norm")),
+        "clip_value": Key(float, 1.0, "Threshold for grad_clip (max |g| for value, max norm otherwise)."),
+    },
+    "LRScheduler": {
+        "name": Key(str, "cosine", "Schedule.", choices=SCHEDULES),
+        "step_size": Key(float, 30, "step: epochs between decays."),
+        "milestones": Key(list, [30, 60, 90], "multistep: epochs at which the LR is multiplied by gamma."),
+        "gamma": Key(float, 0.1, "step/multistep/exponential/inverse_time: decay factor (exponential: per epoch)."),
+        "eta_min": Key(float, 0.0, "cosine: final LR."),
+        "end_lr": Key(float, 0.0, "polynomial/onecycle: final LR."),
+        "power": Key(float, 1.0, "polynomial: power (1 = linear)."),
+        "pct_start": Key(float, 0.3, "onecycle: fraction of training spent rising to Optimizer.lr."),
+        "div_factor": Key(float, 25.0, "onecycle: start LR = lr / div_factor."),
+        "factor": Key(float, 0.1, "plateau: LR multiplier on a plateau."),
+        "patience": Key(int, 5, "plateau: evaluations without improvement before reducing."),
+        "threshold": Key(float, 1e-4, "plateau: minimal relative improvement."),
+        "cooldown": Key(int, 0, "plateau: evaluations to wait after a reduction."),
+        "min_lr": Key(float, 0.0, "plateau: lower bound of the LR."),
+        "monitor": Key(str, "loss", "plateau: validation metric watched (loss, acc, acc_top5)."),
+        "mode": Key(str, "min", "plateau: min or max.", choices=("min", "max")),
+        "warmup_epochs": Key(float, 0.0, "Linear warmup length in epochs (fractions allowed), for every schedule."),
+        "warmup_start_lr": Key(float, 0.0, "LR at the first warmup step."),
+    },
+    "EarlyStopping": {
+        "enable": Key(bool, True, "Stop when the monitored validation metric stops improving."),
+        "monitor": Key(str, "acc", "Validation metric: acc, loss or acc_top5."),
+        "mode": Key(str, "max", "max (accuracy) or min (loss); explicit, never guessed.", choices=("min", "max")),
+        "patience": Key(int, 10, "Evaluations without improvement before stopping."),
+        "min_delta": Key(float, 0.0, "An improvement must beat the best so far by more than this."),
+        "restore_best": Key(bool, True, "At the end, load the best weights back into the model (they are also saved as best)."),
+    },
+    "Checkpoint": {
+        "save_best": Key(bool, True, "Keep best.pdparams/.pdopt (best monitored metric)."),
+        "save_last": Key(bool, True, "Keep last.* after every epoch (what --resume continues from)."),
+        "save_every_epochs": Key(int, 0, "Also keep epoch_N.* every N epochs (0 = off)."),
+    },
+    "VisualDL": {
+        "enable": Key(bool, True, "Write a VisualDL log into the run directory."),
+    },
+}
+
+# Keys an open section accepts beyond its schema (checked later by their owner).
+OPEN_SECTIONS = {"Arch"}
+
+
+def defaults():
+    """The full default config as a nested dict."""
+    return {sec: {k: copy.deepcopy(key.default) for k, key in keys.items()} for sec, keys in SCHEMA.items()}
+
+
+def _key_lines(path, text):
+    """Map 'Section.key' -> 1-based line number in a YAML file (best effort)."""
+    lines = {}
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return lines
+
+    def walk(n, prefix):
+        if isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                name = f"{prefix}{k.value}"
+                lines.setdefault(name, k.start_mark.line + 1)
+                walk(v, name + ".")
+
+    walk(node, "")
+    return lines
+
+
+def _read_yaml(path):
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path} (pass an existing YAML file with -c, e.g. configs/gmlp_digits.yml)")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}{line}: malformed YAML: {problem} (check indentation and the ':' after each key)") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (Global:, Arch:, ...), got {type(data).__name__}")
+    return data, _key_lines(path, text)
+
+
+def _merge(dst, src):
+    """Recursively merge src into dst (mappings merge, everything else replaces)."""
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict):
+            _merge(dst[k], v)
+        else:
+            dst[k] = copy.deepcopy(v)
+    return dst
+
+
+def _load_raw(path, origin, stack=()):
+    """Load a file and its _base_ chain; record where each dotted key came from."""
+    path = os.path.normpath(path)
+    if path in stack:
+        raise ConfigError(f"{path}: _base_ cycle: {' -> '.join(stack + (path,))}")
+    data, lines = _read_yaml(path)
+    bases = data.pop("_base_", [])
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{path}: _base_ must be a file name or a list of file names")
+    merged = {}
+    for base in bases:
+        base_path = os.path.join(os.path.dirname(path), base)
+        _merge(merged, _load_raw(base_path, origin, stack + (path,)))
+    for sec, body in data.items():
+        origin[sec] = f"{path}:{lines.get(sec, '?')}"
+        if isinstance(body, dict):
+            for k in body:
+                origin[f"{sec}.{k}"] = f"{path}:{lines.get(f'{sec}.{k}', '?')}"
+    return _merge(merged, data)
+
+
+def parse_override(text):
+    """'A.b=value' -> (['A', 'b'], parsed value). Values go through yaml.safe_load."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}': expected KEY=VALUE, e.g. -o Optimizer.lr=0.01")
+    key, raw = text.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override '{text}': empty part in key '{key}'")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw  # an unquoted string with YAML punctuation: keep it as text
+    return parts, value
+
+
+def validate(cfg, origin=None):
+    """Check sections, keys and types in place; fill defaults. Raises ConfigError."""
+    origin = origin or {}
+    out = defaults()
+    for sec, body in cfg.items():
+        where = origin.get(sec, "config")
+        if sec not in SCHEMA:
+            raise ConfigError(f"{where}: unknown section '{sec}'{did_you_mean(sec, SCHEMA)}; valid sections: {', '.join(SCHEMA)}")
+        if body is None:
+            continue
+        if not isinstance(body, dict):
+            raise ConfigError(f"{where}: section '{sec}' must be a mapping of keys, got {type(body).__name__}")
+        for k, v in body.items():
+            where = origin.get(f"{sec}.{k}", origin.get(sec, "config"))
+            key = SCHEMA[sec].get(k)
+            if key is None:
+                if sec in OPEN_SECTIONS:
+                    out[sec][k] = v  # model kwargs: the factory checks names and types
+                    continue
+                raise ConfigError(f"{where}: unknown key '{sec}.{k}'{did_you_mean(k, SCHEMA[sec])}; "
+                                  f"valid keys of {sec}: {', '.join(SCHEMA[sec])}")
+            out[sec][k] = key.check(v, f"{where}: {sec}.{k}")
+    return out
+
+
+def load_config(path, overrides=()):
+    """Load ``path`` with its ``_base_`` chain, apply ``-o`` overrides, validate.
+
+    Args:
+        path: YAML file.
+        overrides: iterable of 'Section.key=value' strings.
+
+    Returns:
+        A nested dict with every section and key of :data:`SCHEMA` present.
+    """
+    origin = {}
+    raw = _load_raw(path, origin)
+    for text in overrides:
+        parts, value = parse_override(text)
+        if len(parts) != 2:
+            raise ConfigError(f"override '{text}': keys are Section.key (two parts), got '{'.'.join(parts)}'")
+        sec, k = parts
+        if sec not in SCHEMA:
+            raise ConfigError(f"override '{text}': unknown section '{sec}'{did_you_mean(sec, SCHEMA)}")
+        if k not in SCHEMA[sec] and sec not in OPEN_SECTIONS:
+            raise ConfigError(f"override '{text}': unknown key '{sec}.{k}'{did_you_mean(k, SCHEMA[sec])}")
+        raw.setdefault(sec, {})
+        if raw[sec] is None:
+            raw[sec] = {}
+        raw[sec][k] = value
+        origin[f"{sec}.{k}"] = f"override -o {text}"
+    cfg = validate(raw, origin)
+    cfg["_meta"] = {"config_path": path, "config_name": os.path.splitext(os.path.basename(path))[0]}
+    return cfg
+
+
+def model_kwargs(cfg):
+    """The Arch keys that go to the model factory (everything but name/init)."""
+    return {k: v for k, v in cfg["Arch"].items() if k not in SCHEMA["Arch"]}
+
+
+def dump_config(cfg, path):
+    """Write the resolved config (no _base_, every key) so the run can be reproduced from it alone."""
+    body = {k: v for k, v in cfg.items() if not k.startswith("_")}
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        yaml.safe_dump(body, f, sort_keys=False, default_flow_style=None, allow_unicode=True)
+    os.replace(tmp, path)
+
+
+def schema_markdown():
+    """The key reference as Markdown (configs/README.md is this text)."""
+    out = ["# Config reference", "",
+           "Generated from `utils/config.py` by `python tools/config_doc.py`; every key a config may set.",
+           "Configs inherit with `_base_: [a.yml, b.yml]` (merged in order, the file itself last) and",
+           "take overrides on the command line: `-o Optimizer.lr=0.01 -o Global.epochs=5`.",
+           "`Arch` also takes the model factory's own arguments (e.g. `depth`, `dim`, `width`);",
+           "unknown ones are errors listing the valid ones.", ""]
+    for sec, keys in SCHEMA.items():
+        out += [f"## {sec}", "", "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+        for k, key in keys.items():
+            default = yaml.safe_dump(key.default, default_flow_style=True).strip().removesuffix("...").strip()
+            out.append(f"| `{k}` | {key.type_name()} | `{default}` | {key.help} |")
+        out.append("")
+    return "\n".join(out)

@@ -1,0 +1,57 @@
+"""User-facing errors: one line, what is wrong, where, how to fix it.
+
+Tools catch :class:`UserError`, print its message without a traceback and exit
+with status 2. Anything else is a bug in the template and keeps its traceback.
+"""
+import functools
+import sys
+
+
+class UserError(Exception):
+    """A mistake in the user's config, data or command line."""
+
+
+class ConfigError(UserError):
+    """A problem in a YAML config or an ``-o`` override."""
+
+
+class DataError(UserError):
+    """A dataset that is missing, unreadable or inconsistent with the config."""
+
+
+def closest(name, candidates):
+    """Return the candidate closest to ``name`` (for 'did you mean' hints), or None."""
+    import difflib
+
+    candidates = [str(c) for c in candidates]
+    found = difflib.get_close_matches(str(name), candidates, n=1, cutoff=0.5)
+    if found:
+        return found[0]
+    low = str(name).lower()
+    for c in candidates:
+        if c.lower() == low:
+            return c
+    return None
+
+
+def did_you_mean(name, candidates):
+    """' (did you mean 'x'?)' or '' when nothing is close."""
+    match = closest(name, candidates)
+    return f" (did you mean '{match}'?)" if match else ""
+
+
+def run_tool(main):
+    """Decorator for tool entry points: UserError -> one line on stderr, exit 2."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
+
+    return wrapper

@@ -1,0 +1,241 @@
+"""The training run: config -> data -> model -> ``paddle.Model.fit`` with our callbacks.
+
+Functions, not an engine class: each step is reachable from tests and other tools.
+``train(cfg)`` is what ``tools/train.py`` calls.
+"""
+import datetime
+import json
+import os
+import sys
+import time
+
+from utils.errors import UserError
+
+
+def configure_threads(num_threads=0):
+    """Give Paddle's CPU kernels ``num_threads`` threads (0 = every core).
+
+    Paddle sets OMP_NUM_THREADS=1 at import when it is unset; on 2 cores a 4-conv CNN ran
+    ~160 img/s with 2 threads vs ~120 with 1. The variable must be set before paddle is
+    imported, so tools call this first. An explicit OMP_NUM_THREADS in the environment wins.
+    """
+    n = num_threads or os.cpu_count() or 1
+    if "paddle" in sys.modules:
+        return int(os.environ.get("OMP_NUM_THREADS", "1"))
+    os.environ.setdefault("OMP_NUM_THREADS", str(n))
+    return int(os.environ["OMP_NUM_THREADS"])
+
+
+def select_device(name="auto"):
+    """Set Paddle's device from ``Global.device``; returns the device string used."""
+    import paddle
+
+    has_gpu = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    if name == "gpu" and not has_gpu:
+        raise UserError("Global.device: gpu requested but Paddle sees no GPU (install paddlepaddle-gpu, "
+                        "or use -o Global.device=cpu)")
+    device = "gpu" if (name == "gpu" or (name == "auto" and has_gpu)) else "cpu"
+    paddle.set_device(device)
+    return device
+
+
+def new_run_dir(cfg):
+    """``<output_dir>/<config name>/<timestamp or run_name>``; refuses to reuse a non-empty one."""
+    g = cfg["Global"]
+    name = g["run_name"] or datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = os.path.join(g["output_dir"], cfg["_meta"]["config_name"], name)
+    if os.path.isdir(run_dir) and os.listdir(run_dir):
+        raise UserError(f"run directory {run_dir} already exists and is not empty: choose another "
+                        f"-o Global.run_name, or continue it with --resume {run_dir}")
+    os.makedirs(run_dir, exist_ok=True)
+    return run_dir
+
+
+def topk_for(cfg, num_classes):
+    ks = sorted({int(k) for k in cfg["Metric"]["topk"] if int(k) <= num_classes} | {1})
+    return tuple(ks)
+
+
+def build_network(cfg, bundle):
+    """The model of ``Arch`` for this data (classes, channels, size)."""
+    from models import build_model
+    from utils.config import model_kwargs
+
+    a = cfg["Arch"]
+    return build_model(a["name"], num_classes=bundle.num_classes, in_channels=bundle.in_channels,
+                       image_size=bundle.image_size, init=a["init"], init_std=a["init_std"], **model_kwargs(cfg))
+
+
+def _record_data(cfg, bundle):
+    """Write what the data turned out to be into the resolved config (reproducible from it alone)."""
+    cfg["Data"]["num_classes"] = int(bundle.num_classes)
+    cfg["Transforms"]["mean"] = [round(float(m), 6) for m in bundle.mean]
+    cfg["Transforms"]["std"] = [round(float(s), 6) for s in bundle.std]
+
+
+def _vdl_writer(run_dir):
+    from visualdl import LogWriter
+
+    # Reuse this run's log file on resume: the server shows only the newest file per directory.
+    existing = sorted(f for f in os.listdir(run_dir) if f.startswith("vdlrecords."))
+    name = existing[-1] if existing else f"vdlrecords.{int(time.time())}.log"
+    return LogWriter(logdir=run_dir, file_name=name)
+
+
+def train(cfg, print_fn=print):
+    """Train as ``cfg`` says; returns the metrics dict also written to ``metrics.json``.
+
+    ``Global.checkpoints`` (a run directory or checkpoint prefix) resumes that run in its own
+    directory: weights, optimizer and LR schedule, epoch and step, early-stopping state.
+    """
+    import paddle
+    from paddle.utils import unique_name
+
+    # Parameter and optimizer-accumulator names come from a global counter; a fresh
+    # namespace gives every run the same names, so a checkpoint saved by one run loads
+    # into another in the same process (the optimizer state is keyed by those names).
+    with unique_name.guard():
+        return _train(cfg, print_fn, paddle)
+
+
+def _train(cfg, print_fn, paddle):
+    from models.summary import model_summary
+    from utils import callbacks as cb
+    from utils.checkpoint import CheckpointStore, load_matching, load_optimizer, load_state, load_weights, \
+        resolve_checkpoint, save_json
+    from utils.config import dump_config
+    from utils.data import build_datasets, build_loaders
+    from utils.evaluate import evaluate
+    from utils.optim import build_loss, build_lr_scheduler, build_optimizer, current_lr, schedule_warnings
+
+    g = cfg["Global"]
+    t_start = time.time()
+    device = select_device(g["device"])
+    cb.seed_everything(g["seed"])
+
+    resume = resolve_checkpoint(g["checkpoints"]) if g["checkpoints"] else None
+    state = load_state(resume) if resume else {}
+    if state.get("finished") and state.get("progress", {}).get("epochs_done", 0) >= g["epochs"]:
+        raise UserError(f"{resume}: that run already finished ({state['progress']['epochs_done']} epochs). "
+                        f"To train longer, add -o Global.epochs=N with N larger")
+    if resume and state.get("early_stopping", {}).get("stop_reason"):
+        raise UserError(f"{resume}: that run stopped early ({state['early_stopping']['stop_reason']}); "
+                        f"start a new run, e.g. with -o Global.pretrained_model={os.path.dirname(resume)}/best_model")
+
+    bundle = build_datasets(cfg)
+    train_loader, val_loader = build_loaders(cfg, bundle)
+    _record_data(cfg, bundle)
+    steps_per_epoch = len(train_loader)
+    if steps_per_epoch == 0:
+        raise UserError("the training loader is empty: lower DataLoader.batch_size or set DataLoader.drop_last=false")
+
+    network = build_network(cfg, bundle)
+    if g["pretrained_model"] and not resume:
+        loaded, skipped = load_matching(network, g["pretrained_model"])
+        print_fn(f"pretrained: loaded {len(loaded)} tensors from {g['pretrained_model']}, skipped {len(skipped)}"
+                 + ("".join(f"\n  skipped {s}" for s in skipped)))
+    summary = model_summary(network, [1, bundle.in_channels, bundle.image_size, bundle.image_size])
+    flops = f", {summary['flops'] / 1e6:.1f} MFLOPs (multiply-adds)" if g["print_flops"] and summary.get("flops") else ""
+    print_fn(f"model {cfg['Arch']['name']}: {summary['params']:,} parameters ({summary['trainable']:,} trainable){flops}")
+    if g["verbose"] >= 2:
+        print_fn(summary["table"])
+
+    scheduler = build_lr_scheduler(cfg, steps_per_epoch, g["epochs"])
+    optimizer = build_optimizer(cfg, network.parameters(), scheduler)
+    loss_fn = build_loss(cfg, bundle.num_classes)
+    for w in schedule_warnings(cfg, g["epochs"]):
+        print_fn(f"warning: {w}")
+
+    run_dir = os.path.dirname(resume) if resume else new_run_dir(cfg)
+    store = CheckpointStore(run_dir)
+    if resume:
+        load_weights(network, resume)
+        load_optimizer(optimizer, resume)
+    dump_config(cfg, os.path.join(run_dir, "config.yml"))
+
+    topk = topk_for(cfg, bundle.num_classes)
+    model = paddle.Model(network)
+    model.prepare(optimizer, loss_fn, paddle.metric.Accuracy(topk=(1,), name="acc"))
+
+    progress = cb.Progress(g["seed"], g["epochs"], steps_per_epoch)
+    es_cfg = cfg["EarlyStopping"]
+    stopper = cb.EarlyStopping(es_cfg["monitor"], es_cfg["mode"], es_cfg["patience"], es_cfg["min_delta"])
+    stateful = {"progress": progress}
+    if es_cfg["enable"]:
+        stateful["early_stopping"] = stopper
+    ck = cfg["Checkpoint"]
+    checkpointer = cb.Checkpointer(store, progress, stateful, es_cfg["monitor"], es_cfg["mode"],
+                                   ck["save_best"], ck["save_last"], ck["save_every_epochs"])
+    if resume:
+        for name, obj in stateful.items():
+            if name in state:
+                obj.load_state_dict(state[name])
+        if "checkpointer" in state:
+            checkpointer.load_state_dict(state["checkpointer"])
+        print_fn(f"resuming {run_dir} at epoch {progress.epochs_done + 1}, step {progress.global_step}")
+
+    lr_fn = lambda: current_lr(optimizer)  # noqa: E731
+    listeners = [cb.LRStepper(scheduler)]
+    if es_cfg["enable"]:
+        listeners.append(stopper)
+    listeners += [checkpointer, cb.ConsoleLogger(progress, lr_fn, g["log_every_iters"], g["verbose"], print_fn)]
+    writer = None
+    if cfg["VisualDL"]["enable"]:
+        writer = _vdl_writer(run_dir)
+        listeners.append(cb.VisualDLLogger(writer, progress, lr_fn))
+    ls = cfg["Loss"]["label_smoothing"]
+    evaluator = cb.PeriodicEval(lambda: evaluate(network, val_loader, topk, ls), progress,
+                                g["eval_every_epochs"], g["eval_every_iters"], listeners)
+    nan_guard = cb.StopOnNaN(progress)
+    callbacks = [progress, nan_guard, evaluator, *listeners,
+                 paddle.callbacks.LRScheduler(by_step=False, by_epoch=False)]  # we step it: LRStepper
+
+    print_fn(f"run directory: {run_dir}  ({device}, {os.environ.get('OMP_NUM_THREADS', '?')} threads, "
+             f"{len(bundle.train)} train / {len(bundle.val)} val images, {steps_per_epoch} steps/epoch)")
+    model.stop_training = False  # hapi never resets it between fit() calls
+    remaining = g["epochs"] - progress.epochs_done
+    try:
+        if remaining > 0:
+            model.fit(train_loader, epochs=remaining, verbose=0, callbacks=callbacks)
+    finally:
+        if hasattr(model, "num_iters"):
+            del model.num_iters
+        if writer is not None:
+            writer.close()
+
+    stop_reason = nan_guard.reason or stopper.stop_reason
+    restored = False
+    if es_cfg["enable"] and es_cfg["restore_best"] and store.exists("best_model"):
+        load_weights(network, store.prefix("best_model"))
+        restored = True
+    last_eval = evaluator.history[-1] if evaluator.history else None
+    metrics = {
+        "config": cfg["_meta"]["config_path"],
+        "model": cfg["Arch"]["name"],
+        "epochs_run": progress.epochs_done if not stop_reason else progress.epoch + 1,
+        "global_step": progress.global_step,
+        "stopped_early": bool(stop_reason),
+        "stop_reason": stop_reason,
+        "final": last_eval,
+        "best": checkpointer.best_metrics,
+        "restored_best_weights": restored,
+        "wall_time_s": round(time.time() - t_start, 2),
+        "params": summary["params"],
+        "flops": summary.get("flops"),
+        "history": evaluator.history,
+    }
+    save_json(metrics, os.path.join(run_dir, "metrics.json"))
+    best = checkpointer.best_metrics or {}
+    if stop_reason:
+        print_fn(f"stopped: {stop_reason}")
+    if best:
+        mon = es_cfg["monitor"]
+        print_fn(f"best {mon} {best.get(mon, float('nan')):.4f} at epoch {best.get('epoch')}; "
+                 f"wall time {metrics['wall_time_s']:.1f}s; run directory {run_dir}")
+    metrics["run_dir"] = run_dir
+    return metrics
+
+
+def read_metrics(run_dir):
+    with open(os.path.join(run_dir, "metrics.json"), encoding="utf-8") as f:
+        return json.load(f)
