@@ -1,0 +1,449 @@
+"""Optimizer, learning-rate schedule and loss built from the ``Optimizer``, ``LRScheduler`` and
+``Loss`` config sections.
+
+Contract with the training engine:
+
+* :func:`build_lr_scheduler` returns a :class:`ClosedFormLR` (a ``paddle.optimizer.lr.LRScheduler``)
+  that is the optimizer's ``learning_rate``. The engine calls ``scheduler.step()`` exactly once
+  after every training iteration and ``scheduler.eval_step(metrics)`` after every validation.
+  ``scheduler.last_epoch`` is therefore the global iteration count (0 before the first step).
+* :func:`build_optimizer` builds the Paddle optimizer (no parameter groups: hapi rejects them;
+  per-parameter LR multipliers set with ``paddle.ParamAttr(learning_rate=m)`` keep working).
+* :func:`build_loss` returns cross-entropy with optional label smoothing.
+* :func:`schedule_warnings` returns human-readable warnings about a schedule that is probably
+  not what the user meant; :func:`current_lr` returns the LR the optimizer uses next.
+
+Schedule conventions (all LR values are functions of the global iteration ``t``):
+
+* Epoch-based parameters are converted to iterations with ``steps_per_epoch``: step/multistep
+  decay happen after exactly ``round(k * steps_per_epoch)`` iterations of the main schedule;
+  exponential and inverse_time use the continuous epoch ``s / steps_per_epoch`` (so gamma is the
+  per-epoch factor and the LR moves smoothly inside an epoch; at epoch boundaries it equals the
+  per-epoch formula exactly); cosine/polynomial/onecycle are smooth per iteration.
+* Warmup (``warmup_epochs`` > 0, W = round(warmup_epochs * steps_per_epoch) iterations, at least
+  1) rises linearly from ``warmup_start_lr`` at t=0 to the main schedule's first value, reached at
+  t=W. As in PaddleClas (``LinearWarmup`` around the main schedule, cosine ``T_max = (epochs -
+  warmup_epoch) * step_each_epoch``), the main schedule's clock starts after warmup: it sees
+  ``s = t - W`` and its length is ``total - W``. So with 1 warmup epoch, ``step_size: 2`` decays
+  after epoch 3, milestones shift by the warmup too, and cosine still ends at ``eta_min`` exactly
+  at the end of training.
+* Past the end of training every schedule holds its final value (no exception, unlike Paddle's
+  ``OneCycleLR``).
+"""
+import math
+import numbers
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+from paddle import nn
+
+from utils.errors import ConfigError
+
+__all__ = ["ClosedFormLR", "build_lr_scheduler", "schedule_warnings", "build_optimizer",
+           "build_loss", "SmoothedCrossEntropy", "current_lr"]
+
+
+# ----------------------------------------------------------------------------- validation helpers
+
+def _require(ok, key, value, what):
+    if not ok:
+        raise ConfigError(f"{key}: {value!r} is invalid, it must be {what}")
+
+
+def _check_schedule_cfg(s, o):
+    name = s["name"]
+    _require(o["lr"] >= 0, "Optimizer.lr", o["lr"], ">= 0")
+    _require(s["warmup_epochs"] >= 0, "LRScheduler.warmup_epochs", s["warmup_epochs"], ">= 0")
+    _require(s["warmup_start_lr"] >= 0, "LRScheduler.warmup_start_lr", s["warmup_start_lr"], ">= 0")
+    if name == "step":
+        _require(s["step_size"] > 0, "LRScheduler.step_size", s["step_size"], "> 0 (epochs)")
+    if name in ("step", "multistep", "exponential"):
+        _require(s["gamma"] > 0, "LRScheduler.gamma", s["gamma"], "> 0")
+    if name == "inverse_time":
+        _require(s["gamma"] >= 0, "LRScheduler.gamma", s["gamma"], ">= 0")
+    if name == "multistep":
+        ms = s["milestones"]
+        _require(isinstance(ms, list) and all(isinstance(m, numbers.Real) and not isinstance(m, bool)
+                                             and m >= 0 for m in ms),
+                 "LRScheduler.milestones", ms, "a list of epoch numbers >= 0, e.g. [30, 60, 90]")
+    if name == "cosine":
+        _require(s["eta_min"] >= 0, "LRScheduler.eta_min", s["eta_min"], ">= 0")
+    if name in ("polynomial", "onecycle"):
+        _require(s["end_lr"] >= 0, "LRScheduler.end_lr", s["end_lr"], ">= 0")
+    if name == "polynomial":
+        _require(s["power"] > 0, "LRScheduler.power", s["power"], "> 0")
+    if name == "onecycle":
+        _require(0 < s["pct_start"] < 1, "LRScheduler.pct_start", s["pct_start"], "between 0 and 1 (exclusive)")
+        _require(s["div_factor"] > 0, "LRScheduler.div_factor", s["div_factor"], "> 0")
+    if name == "plateau":
+        _require(0 < s["factor"] < 1, "LRScheduler.factor", s["factor"], "between 0 and 1 (exclusive)")
+        _require(s["patience"] >= 0, "LRScheduler.patience", s["patience"], ">= 0")
+        _require(s["cooldown"] >= 0, "LRScheduler.cooldown", s["cooldown"], ">= 0")
+        _require(s["threshold"] >= 0, "LRScheduler.threshold", s["threshold"], ">= 0")
+        _require(s["min_lr"] >= 0, "LRScheduler.min_lr", s["min_lr"], ">= 0")
+
+
+def _scalar(value):
+    """A metric value as float: hapi gives some metrics as one-element lists."""
+    return float(np.asarray(value, dtype="float64").reshape(-1)[0])
+
+
+# ----------------------------------------------------------------------------- the scheduler
+
+class ClosedFormLR(paddle.optimizer.lr.LRScheduler):
+    """Every schedule of the template as a closed-form function of the global iteration.
+
+    Why not Paddle's built-in schedulers wrapped in ``LinearWarmup``: they are recursive or
+    epoch-stepped (``ExponentialDecay`` multiplies per ``step()``), ``OneCycleLR`` raises once
+    stepped past ``total_steps``, ``ReduceOnPlateau.step()`` needs metrics (which breaks the
+    per-iteration stepping) and their warmup wrapper nests the state. Computing ``lr(t)`` directly
+    from the iteration count is exact, clamps naturally past the end, and makes resuming trivial:
+    the state is the iteration count plus, for ``plateau``, its reduction state.
+
+    Attributes (read-only for users): ``name``, ``base_lr``, ``steps_per_epoch``, ``epochs``,
+    ``total_steps`` (epochs * steps_per_epoch), ``warmup_steps``, ``main_steps`` (total - warmup).
+    Use :meth:`lr_at` to query the LR at any iteration without stepping.
+    """
+
+    # State saved by state_dict(); Paddle's optimizer.state_dict() embeds it under 'LR_Scheduler'.
+    STATE_KEYS = ("last_epoch", "last_lr", "plateau_scale", "best", "num_bad", "cooldown_counter")
+
+    def __init__(self, name, base_lr, steps_per_epoch, epochs, params):
+        if name not in SCHEDULE_FUNCS and name != "plateau":
+            raise ConfigError(f"LRScheduler.name: unknown schedule {name!r}")
+        self.name = name
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.epochs = int(epochs)
+        self.total_steps = self.epochs * self.steps_per_epoch
+        p = dict(params)
+        self.p = p
+        w = p.get("warmup_epochs", 0.0)
+        self.warmup_steps = max(1, int(round(w * self.steps_per_epoch))) if w > 0 else 0
+        self.warmup_start_lr = float(p.get("warmup_start_lr", 0.0))
+        self.main_steps = max(self.total_steps - self.warmup_steps, 1)
+        # plateau state
+        self.plateau_scale = 1.0
+        self.best = None
+        self.num_bad = 0
+        self.cooldown_counter = 0
+        super().__init__(learning_rate=float(base_lr), last_epoch=-1, verbose=False)
+
+    # -- the schedule
+    def _main(self, s):
+        """LR of the main schedule ``s`` iterations after warmup (s >= 0)."""
+        if self.name == "plateau":
+            return max(self.base_lr * self.plateau_scale, self.p["min_lr"])
+        return SCHEDULE_FUNCS[self.name](self, s)
+
+    def lr_at(self, t):
+        """LR used by training iteration ``t`` (0-based global iteration); pure, no side effects."""
+        t = max(int(t), 0)
+        w = self.warmup_steps
+        if t < w:
+            return self.warmup_start_lr + (self._main(0) - self.warmup_start_lr) * t / w
+        return float(self._main(t - w))
+
+    def get_lr(self):
+        return self.lr_at(self.last_epoch)
+
+    def _get_closed_form_lr(self):  # used by step(epoch=...)
+        return self.lr_at(self.last_epoch)
+
+    # -- plateau
+    def eval_step(self, metrics):
+        """Feed a validation result ``{'loss': .., 'acc': .., ...}``; only ``plateau`` reacts.
+
+        Semantics (as Paddle's/PyTorch's ReduceOnPlateau, threshold relative): an evaluation
+        improves when it beats the best by more than ``threshold * |best|``. After more than
+        ``patience`` consecutive non-improving evaluations the LR is multiplied by ``factor``
+        (never below ``min_lr``), then ``cooldown`` evaluations are ignored. The new LR is used
+        from the next training iteration on.
+        """
+        if self.name != "plateau":
+            return
+        monitor, mode = self.p["monitor"], self.p["mode"]
+        metrics = metrics or {}
+        if monitor not in metrics:
+            raise ConfigError(f"LRScheduler.monitor: metric {monitor!r} is not reported by validation; "
+                              f"available metrics: {', '.join(sorted(metrics)) or '(none)'}")
+        current = _scalar(metrics[monitor])
+        thr = self.p["threshold"]
+        if self.best is None:
+            improved = not math.isnan(current)
+        elif mode == "min":
+            improved = current < self.best - abs(self.best) * thr
+        else:
+            improved = current > self.best + abs(self.best) * thr
+        if improved:
+            self.best = current
+            self.num_bad = 0
+        else:
+            self.num_bad += 1
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.num_bad = 0
+        if self.num_bad > self.p["patience"]:
+            old = self._main(0)
+            new = max(old * self.p["factor"], self.p["min_lr"])
+            if old - new > 1e-12:
+                self.plateau_scale *= self.p["factor"]
+                self.cooldown_counter = self.p["cooldown"]
+            self.num_bad = 0
+        # The optimizer reads last_lr at its next step: apply the reduction now.
+        self.last_lr = self.lr_at(self.last_epoch)
+
+    # -- state
+    def state_dict(self):
+        state = {}
+        for k in self.STATE_KEYS:
+            v = getattr(self, k)
+            state[k] = v if v is None or isinstance(v, (int, float)) else float(v)
+        state["last_epoch"] = int(self.last_epoch)
+        state["num_bad"] = int(self.num_bad)
+        state["cooldown_counter"] = int(self.cooldown_counter)
+        return state
+
+    def set_state_dict(self, state_dict):
+        """Restore :meth:`state_dict` output (also accepts Paddle's plain {last_epoch, last_lr}).
+
+        ``last_lr`` is recomputed from the restored iteration so that a config changed on
+        resume (say a longer run) takes effect at once; with the same config it is identical.
+        """
+        if "last_epoch" not in state_dict:
+            raise RuntimeError("LR scheduler state has no 'last_epoch': not a scheduler state dict")
+        self.last_epoch = int(state_dict["last_epoch"])
+        self.plateau_scale = float(state_dict.get("plateau_scale", 1.0))
+        best = state_dict.get("best")
+        self.best = None if best is None else float(best)
+        self.num_bad = int(state_dict.get("num_bad", 0))
+        self.cooldown_counter = int(state_dict.get("cooldown_counter", 0))
+        self.last_lr = self.lr_at(self.last_epoch)
+
+    set_dict = set_state_dict
+
+    def __repr__(self):
+        return (f"ClosedFormLR({self.name}, lr={self.base_lr}, steps_per_epoch={self.steps_per_epoch}, "
+                f"epochs={self.epochs}, warmup_steps={self.warmup_steps}, iteration={self.last_epoch})")
+
+
+def _constant(sch, s):
+    return sch.base_lr
+
+
+def _step(sch, s):
+    every = max(1, int(round(sch.p["step_size"] * sch.steps_per_epoch)))
+    return sch.base_lr * sch.p["gamma"] ** (s // every)
+
+
+def _multistep(sch, s):
+    bounds = [int(round(m * sch.steps_per_epoch)) for m in sch.p["milestones"]]
+    return sch.base_lr * sch.p["gamma"] ** sum(1 for b in bounds if s >= b)
+
+
+def _exponential(sch, s):
+    return sch.base_lr * sch.p["gamma"] ** (s / sch.steps_per_epoch)
+
+
+def _inverse_time(sch, s):
+    return sch.base_lr / (1.0 + sch.p["gamma"] * s / sch.steps_per_epoch)
+
+
+def _cosine(sch, s):
+    lo, T = sch.p["eta_min"], sch.main_steps
+    return lo + (sch.base_lr - lo) * (1.0 + math.cos(math.pi * min(s, T) / T)) / 2.0
+
+
+def _polynomial(sch, s):
+    lo, T = sch.p["end_lr"], sch.main_steps
+    return lo + (sch.base_lr - lo) * (1.0 - min(s, T) / T) ** sch.p["power"]
+
+
+def _onecycle(sch, s):
+    """Cosine rise from lr/div_factor to lr over pct_start of the run, cosine fall to end_lr
+    (Paddle's OneCycleLR anneal_strategy='cos', two phases); the peak is at s = pct_start*T."""
+    T = sch.main_steps
+    peak, start, end = sch.base_lr, sch.base_lr / sch.p["div_factor"], sch.p["end_lr"]
+    up = sch.p["pct_start"] * T
+    s = min(s, T)
+    if s <= up:
+        return start + (peak - start) * (1.0 - math.cos(math.pi * s / up)) / 2.0
+    return end + (peak - end) * (1.0 + math.cos(math.pi * (s - up) / (T - up))) / 2.0
+
+
+SCHEDULE_FUNCS = {"constant": _constant, "step": _step, "multistep": _multistep,
+                  "exponential": _exponential, "inverse_time": _inverse_time, "cosine": _cosine,
+                  "polynomial": _polynomial, "onecycle": _onecycle}
+
+
+def build_lr_scheduler(cfg, steps_per_epoch, epochs):
+    """The LR schedule for ``epochs`` epochs of ``steps_per_epoch`` iterations.
+
+    Args:
+        cfg: validated config (uses ``Optimizer.lr`` and the ``LRScheduler`` section).
+        steps_per_epoch: training iterations per epoch (>= 1).
+        epochs: number of training epochs (>= 1).
+
+    Returns:
+        A :class:`ClosedFormLR`, to pass as the optimizer's ``learning_rate``.
+    """
+    s, o = cfg["LRScheduler"], cfg["Optimizer"]
+    if int(steps_per_epoch) < 1:
+        raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch} (empty training set?)")
+    if int(epochs) < 1:
+        raise ConfigError(f"Global.epochs: {epochs!r} is invalid, it must be >= 1")
+    _check_schedule_cfg(s, o)
+    params = dict(s)
+    if s["name"] == "multistep":
+        params["milestones"] = sorted(float(m) for m in s["milestones"])
+    return ClosedFormLR(s["name"], o["lr"], steps_per_epoch, epochs, params)
+
+
+def schedule_warnings(cfg, epochs):
+    """Warnings about a schedule that probably does not do what the user meant (list of str)."""
+    s, o = cfg["LRScheduler"], cfg["Optimizer"]
+    name, warm, lr = s["name"], s["warmup_epochs"], o["lr"]
+    out = []
+    main = epochs - warm  # the main schedule's clock starts after warmup
+    if warm > 0 and warm >= epochs:
+        out.append(f"LRScheduler.warmup_epochs={warm:g} >= Global.epochs={epochs}: training ends during "
+                   f"warmup and never reaches Optimizer.lr={lr:g}")
+    elif warm > 0 and name in ("cosine", "onecycle", "polynomial") and warm > 0.5 * epochs:
+        out.append(f"LRScheduler.warmup_epochs={warm:g} takes more than half of the {epochs} epochs: "
+                   f"the {name} schedule only runs over the last {main:g}")
+    if name == "onecycle" and warm > 0:
+        out.append("LRScheduler.warmup_epochs > 0 with onecycle: onecycle already rises from "
+                   "lr/div_factor over pct_start; the warmup adds a second ramp before it")
+    if name == "step" and warm < epochs and s["step_size"] >= main:
+        out.append(f"LRScheduler.step_size={s['step_size']:g} epochs >= the {main:g} epochs of the schedule "
+                   f"(after {warm:g} warmup): the LR never decays")
+    if name == "multistep":
+        ms = s["milestones"]
+        late = [m for m in ms if isinstance(m, numbers.Real) and m + warm >= epochs]
+        if late:
+            shift = f" (+{warm:g} warmup epochs)" if warm else ""
+            out.append(f"LRScheduler.milestones {late}{shift} are at/after the last epoch ({epochs}): "
+                       "those decays never happen")
+        if list(ms) != sorted(ms, key=lambda m: m if isinstance(m, numbers.Real) else 0):
+            out.append(f"LRScheduler.milestones {ms} are not sorted (they are applied in sorted order)")
+    if name in ("step", "multistep", "exponential") and s["gamma"] >= 1:
+        out.append(f"LRScheduler.gamma={s['gamma']:g} >= 1: the {name} schedule does not decay the LR")
+    if name == "cosine" and s["eta_min"] > lr:
+        out.append(f"LRScheduler.eta_min={s['eta_min']:g} > Optimizer.lr={lr:g}: cosine rises instead of decaying")
+    if name in ("polynomial", "onecycle") and s["end_lr"] > lr:
+        out.append(f"LRScheduler.end_lr={s['end_lr']:g} > Optimizer.lr={lr:g}: the LR rises instead of decaying")
+    if name == "plateau":
+        mon, mode = s["monitor"], s["mode"]
+        if "acc" in mon and mode == "min":
+            out.append(f"LRScheduler.monitor={mon} with mode=min: accuracy should use mode: max")
+        if "loss" in mon and mode == "max":
+            out.append(f"LRScheduler.monitor={mon} with mode=max: a loss should use mode: min")
+        if s["min_lr"] >= lr:
+            out.append(f"LRScheduler.min_lr={s['min_lr']:g} >= Optimizer.lr={lr:g}: plateau can never reduce the LR")
+    if warm > 0 and s["warmup_start_lr"] > lr:
+        out.append(f"LRScheduler.warmup_start_lr={s['warmup_start_lr']:g} > Optimizer.lr={lr:g}: warmup decreases the LR")
+    return out
+
+
+# ----------------------------------------------------------------------------- optimizer
+
+def build_optimizer(cfg, parameters, scheduler):
+    """The optimizer of ``Optimizer.name`` over ``parameters`` with ``scheduler`` as its LR.
+
+    weight_decay: AdamW applies it decoupled (w -= lr * wd * w); the others add an L2Decay or
+    L1Decay regularizer (``Optimizer.regularizer``) to the gradient; 0 = none. grad_clip: value ->
+    ClipGradByValue(clip_value), norm -> ClipGradByNorm (per tensor), global_norm ->
+    ClipGradByGlobalNorm. Clipping applies to the raw gradient, before the regularizer.
+    ``scheduler`` may also be a float (constant LR).
+    """
+    o = cfg["Optimizer"]
+    name = o["name"]
+    parameters = list(parameters)
+    if parameters and isinstance(parameters[0], dict):
+        raise ValueError("parameter groups are not supported (hapi rejects them); use "
+                         "paddle.ParamAttr(learning_rate=...) for per-parameter LR multipliers")
+    _require(o["weight_decay"] >= 0, "Optimizer.weight_decay", o["weight_decay"], ">= 0")
+    _require(o["epsilon"] > 0, "Optimizer.epsilon", o["epsilon"], "> 0")
+    if name in ("Momentum", "RMSProp"):
+        _require(0 <= o["momentum"] < 1, "Optimizer.momentum", o["momentum"], "in [0, 1)")
+    if name in ("Adam", "AdamW"):
+        _require(0 <= o["beta1"] < 1, "Optimizer.beta1", o["beta1"], "in [0, 1)")
+        _require(0 <= o["beta2"] < 1, "Optimizer.beta2", o["beta2"], "in [0, 1)")
+    if name in ("RMSProp", "Adadelta"):
+        _require(0 < o["rho"] < 1, "Optimizer.rho", o["rho"], "in (0, 1)")
+
+    clip = None
+    if o["grad_clip"] is not None:
+        _require(o["clip_value"] > 0, "Optimizer.clip_value", o["clip_value"], "> 0")
+        c = float(o["clip_value"])
+        clip = {"value": lambda: nn.ClipGradByValue(max=c),
+                "norm": lambda: nn.ClipGradByNorm(clip_norm=c),
+                "global_norm": lambda: nn.ClipGradByGlobalNorm(clip_norm=c)}[o["grad_clip"]]()
+
+    wd = float(o["weight_decay"])
+    reg = None
+    if wd > 0 and name != "AdamW":
+        reg = (paddle.regularizer.L2Decay if o["regularizer"] == "L2" else paddle.regularizer.L1Decay)(wd)
+
+    common = dict(learning_rate=scheduler, parameters=parameters, grad_clip=clip)
+    if name == "SGD":
+        return paddle.optimizer.SGD(weight_decay=reg, **common)
+    if name == "Momentum":
+        return paddle.optimizer.Momentum(momentum=o["momentum"], use_nesterov=o["nesterov"],
+                                         weight_decay=reg, **common)
+    if name == "Adam":
+        return paddle.optimizer.Adam(beta1=o["beta1"], beta2=o["beta2"], epsilon=o["epsilon"],
+                                     weight_decay=reg, **common)
+    if name == "AdamW":
+        return paddle.optimizer.AdamW(beta1=o["beta1"], beta2=o["beta2"], epsilon=o["epsilon"],
+                                      weight_decay=wd, **common)
+    if name == "RMSProp":
+        return paddle.optimizer.RMSProp(rho=o["rho"], epsilon=o["epsilon"], momentum=o["momentum"],
+                                        weight_decay=reg, **common)
+    if name == "Adadelta":
+        return paddle.optimizer.Adadelta(rho=o["rho"], epsilon=o["epsilon"], weight_decay=reg, **common)
+    raise ConfigError(f"Optimizer.name: unknown optimizer {name!r}")
+
+
+def current_lr(optimizer):
+    """The LR the optimizer applies at its next step (before ParamAttr multipliers)."""
+    return float(optimizer.get_lr())
+
+
+# ----------------------------------------------------------------------------- loss
+
+class SmoothedCrossEntropy(nn.Layer):
+    """Softmax cross-entropy with label smoothing, for logits [N, C] and int labels [N, 1] or [N].
+
+    loss = mean_n[(1 - eps) * (-log p[n, y_n]) + eps * mean_c(-log p[n, c])], i.e. cross-entropy
+    against the target (1 - eps) * onehot + eps / C. Implemented here because in Paddle 3.3.1
+    ``nn.CrossEntropyLoss(label_smoothing=...)`` fails on int64 labels of shape [N, 1]
+    (no int64 ``label_smooth`` kernel); it only works with labels of shape [N].
+    """
+
+    def __init__(self, label_smoothing=0.0, num_classes=None):
+        super().__init__()
+        self.eps = float(label_smoothing)
+        self.num_classes = num_classes
+
+    def forward(self, logits, label):
+        c = logits.shape[-1]
+        if self.num_classes and c is not None and c > 0 and c != self.num_classes:
+            raise ValueError(f"the model outputs {c} logits per sample but the data has {self.num_classes} classes")
+        logp = F.log_softmax(logits.astype("float32"), axis=-1)
+        label = label.astype("int64").reshape([-1, 1])
+        nll = -paddle.take_along_axis(logp, label, axis=1).squeeze(-1)
+        if self.eps == 0:
+            return nll.mean()
+        smooth = -logp.mean(axis=-1)
+        return ((1.0 - self.eps) * nll + self.eps * smooth).mean()
+
+
+def build_loss(cfg, num_classes):
+    """The training/validation loss layer of ``Loss.name`` (CrossEntropy with ``label_smoothing``)."""
+    lcfg = cfg["Loss"]
+    if lcfg["name"] != "CrossEntropy":
+        raise ConfigError(f"Loss.name: unknown loss {lcfg['name']!r}")
+    eps = lcfg["label_smoothing"]
+    _require(0 <= eps < 1, "Loss.label_smoothing", eps, "in [0, 1)")
+    return SmoothedCrossEntropy(eps, num_classes)
