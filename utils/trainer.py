@@ -3,11 +3,14 @@
 Functions, not an engine class: each step is reachable from tests and other tools.
 ``train(cfg)`` is what ``tools/train.py`` calls.
 """
+import contextlib
 import datetime
+import io
 import json
 import os
 import sys
 import time
+import warnings
 
 from utils.errors import UserError
 
@@ -23,6 +26,10 @@ def configure_threads(num_threads=0):
     if "paddle" in sys.modules:
         return int(os.environ.get("OMP_NUM_THREADS", "1"))
     os.environ.setdefault("OMP_NUM_THREADS", str(n))
+    # Paddle prints a data-parallel warning about OMP_NUM_THREADS > 1 and a ccache notice at
+    # import; neither applies to a single-process run.
+    with contextlib.redirect_stderr(io.StringIO()):
+        import paddle  # noqa: F401
     return int(os.environ["OMP_NUM_THREADS"])
 
 
@@ -90,6 +97,9 @@ def train(cfg, print_fn=print):
     """
     import paddle
     from paddle.utils import unique_name
+
+    # hapi's train_batch wraps each batch with paddle.to_tensor(tensor), which warns once per run.
+    warnings.filterwarnings("ignore", message="To copy construct from a tensor")
 
     # Parameter and optimizer-accumulator names come from a global counter; a fresh
     # namespace gives every run the same names, so a checkpoint saved by one run loads
