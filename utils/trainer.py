@@ -204,10 +204,12 @@ def _train(cfg, print_fn, paddle):
              f"{len(bundle.train)} train / {len(bundle.val)} val images, {steps_per_epoch} steps/epoch)")
     model.stop_training = False  # hapi never resets it between fit() calls
     remaining = g["epochs"] - progress.epochs_done
+    t_fit = time.time()
     try:
         if remaining > 0:
             model.fit(train_loader, epochs=remaining, verbose=0, callbacks=callbacks)
     finally:
+        fit_time = time.time() - t_fit
         if hasattr(model, "num_iters"):
             del model.num_iters
         if writer is not None:
@@ -230,6 +232,8 @@ def _train(cfg, print_fn, paddle):
         "best": checkpointer.best_metrics,
         "restored_best_weights": restored,
         "wall_time_s": round(time.time() - t_start, 2),
+        "fit_time_s": round(fit_time, 2),
+        "eval_time_s": round(sum(h["eval_time"] for h in evaluator.history), 2),
         "params": summary["params"],
         "flops": summary.get("flops"),
         "history": evaluator.history,
