@@ -142,3 +142,22 @@ def test_eval_tool_reports_and_writes_json(tmp_path):
     assert report["acc"] == pytest.approx(m["best"]["acc"])
     assert np.array(report["confusion_matrix"]).sum() == report["samples"]
     assert len(report["per_class_accuracy"]) == 10
+
+
+def test_data_errors_through_the_tool(tmp_path):
+    from utils.synthetic import make_filelist
+    root = tmp_path / "ds"
+    paths = make_filelist(str(root), classes=3, n_train_per_class=4, n_val_per_class=2, size=16)
+    lines = open(paths["train_list"]).read().splitlines()
+    # a label beyond the 3 classes of labels.txt, on line 2
+    lines[1] = lines[1].rsplit(" ", 1)[0] + " 7"
+    open(paths["train_list"], "w").write("\n".join(lines) + "\n")
+    common = ["tools/train.py", "-c", "configs/cnn_folder.yml", "-o", "Data.name=filelist",
+              "-o", f"Data.data_dir={root}", "-o", f"Global.output_dir={tmp_path / 'out'}"]
+    assert_user_error(run_tool(*common), "train_list.txt:2", "label 7")
+    lines[1] = lines[1].rsplit(" ", 1)[0] + " 1"
+    open(paths["train_list"], "w").write("\n".join(lines) + "\n")
+    broken = root / lines[0].split()[0]
+    broken.write_bytes(b"not a jpeg")
+    assert_user_error(run_tool(*common), str(broken), "remove or replace")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.pdparams"))

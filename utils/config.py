@@ -92,11 +92,12 @@ SCHEMA = {
         "val_list": Key(str, "val_list.txt", "filelist: validation list; a missing file means carve val from train."),
         "label_file": Key(str, "labels.txt", "filelist: class names, one per line ('name' or 'id name'); optional."),
         "num_classes": Key(int, None, "Number of classes; null = from the data. A value that disagrees with the data is an error."),
-        "image_size": Key(int, None, "Side length the images are resized to; null = native size (32 for CIFAR, 8 for digits)."),
+        "image_size": Key(int, None, "Side length the images are resized to (a Resize is prepended to Transforms.train and .eval unless the list has one); null = native size (32 for CIFAR, 8 for digits)."),
         "val_split": Key(float, 0.1, "Fraction of train carved out as validation (fixed seed) when the dataset has no val set."),
         "split_seed": Key(int, 0, "Seed of the train/val split and of the fraction subsample."),
         "classes": Key(list, None, "Keep only these classes (names or indices) and relabel them 0..k-1: simplify the problem to iterate fast."),
         "fraction": Key(float, 1.0, "Keep this fraction of the training samples (stratified)."),
+        "preload": Key((bool, str), "auto", "folder/filelist: decode all images into memory once (true), at every access (false), or auto (preload when the decoded images take < 1 GB).", choices=("auto", True, False)),
     },
     "DataLoader": {
         "batch_size": Key(int, 128, "Training batch size."),
@@ -150,7 +151,7 @@ SCHEMA = {
         "min_lr": Key(float, 0.0, "plateau: lower bound of the LR."),
         "monitor": Key(str, "loss", "plateau: validation metric watched (loss, acc, acc_top5)."),
         "mode": Key(str, "min", "plateau: min or max.", choices=("min", "max")),
-        "warmup_epochs": Key(float, 0.0, "Linear warmup length in epochs (fractions allowed), for every schedule."),
+        "warmup_epochs": Key(float, 0.0, "Linear warmup length in epochs (fractions allowed), for every schedule; the main schedule (step_size, milestones, cosine length) starts after the warmup, as in PaddleClas."),
         "warmup_start_lr": Key(float, 0.0, "LR at the first warmup step."),
     },
     "EarlyStopping": {
@@ -350,4 +351,7 @@ def schema_markdown():
             default = yaml.safe_dump(key.default, default_flow_style=True).strip().removesuffix("...").strip()
             out.append(f"| `{k}` | {key.type_name()} | `{default}` | {key.help} |")
         out.append("")
+    from utils.transforms import transforms_markdown  # numpy/PIL only
+
+    out.append(transforms_markdown())
     return "\n".join(out)
