@@ -24,14 +24,10 @@ def main(argv=None):
 
     from utils.config import load_config
     from utils.data import build_datasets, compute_mean_std
-    from utils.transforms import has_op
 
     cfg = load_config(args.config, args.override)
-    # Statistics need the raw images only: drop Normalize so build_datasets computes nothing.
-    tc = cfg["Transforms"]
-    tc["mean"] = tc["std"] = None
-    for key in ("train", "eval"):
-        tc[key] = [op for op in tc[key] or [] if not has_op([op], "Normalize")]
+    # Placeholders (valid for any channel count) so building the datasets computes nothing.
+    cfg["Transforms"]["mean"], cfg["Transforms"]["std"] = [0.5], [0.5]
     bundle = build_datasets(cfg)
     mean, std = compute_mean_std(bundle.train)
     mean = [round(m, 4) for m in mean]

@@ -1,0 +1,307 @@
+"""Image transform ops built from ``Transforms.train`` / ``Transforms.eval``.
+
+A config lists ops in order, each as ``{OpName: {param: value}}`` (or a bare ``OpName``)::
+
+    Transforms:
+      train:
+        - RandomCrop: {size: 32, padding: 4}
+        - RandomHorizontalFlip: {}
+        - Normalize: {}
+
+Ops take and return one image as an HWC ``uint8`` numpy array (grayscale images are
+H x W x 1). They use only numpy and PIL (no OpenCV) and draw their randomness from the
+global ``np.random`` state, so reseeding numpy at the start of an epoch repeats the
+augmentations (Paddle's DataLoader workers are seeded from it too).
+
+Every pipeline ends with a conversion to a float32 C x H x W array scaled to [0, 1];
+``Normalize`` (which, when used, must be the last op) then subtracts the mean and divides
+by the std, both given in [0, 1] units. Without ``Normalize`` the output stays in [0, 1].
+"""
+import inspect
+
+import numpy as np
+from PIL import Image
+
+from utils.errors import ConfigError, did_you_mean
+
+OPS = {}
+
+
+def register_op(cls):
+    """Class decorator: make ``cls`` available to configs under its class name."""
+    OPS[cls.__name__] = cls
+    return cls
+
+
+def _size2(value, where, name="size"):
+    """An int or [h, w] of positive ints -> (h, w)."""
+    if isinstance(value, bool):
+        value = None
+    if isinstance(value, int):
+        value = [value, value]
+    if (isinstance(value, (list, tuple)) and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+        return int(value[0]), int(value[1])
+    raise ConfigError(f"{where}: {name} must be a positive int or [height, width], got {value!r}")
+
+
+def _as_gray_pil(img):
+    return Image.fromarray(img[:, :, 0] if img.shape[2] == 1 else img)
+
+
+@register_op
+class RandomCrop:
+    """Crop a random size x size window after zero-padding each border by `padding` pixels."""
+
+    def __init__(self, size, padding=0, where="RandomCrop"):
+        self.size = _size2(size, where)
+        if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
+            raise ConfigError(f"{where}: padding must be an int >= 0, got {padding!r}")
+        self.padding = padding
+        self.where = where
+
+    def __call__(self, img):
+        h, w = img.shape[:2]
+        th, tw = self.size
+        p = self.padding
+        if th > h + 2 * p or tw > w + 2 * p:
+            raise ConfigError(f"{self.where}: crop {th}x{tw} is larger than the padded image "
+                              f"{h + 2 * p}x{w + 2 * p} (image {h}x{w}, padding {p}); lower size or raise padding")
+        # Offsets of the window in the padded image, drawn from the global numpy state.
+        top = np.random.randint(0, h + 2 * p - th + 1) - p
+        left = np.random.randint(0, w + 2 * p - tw + 1) - p
+        if p == 0 or (top >= 0 and left >= 0 and top + th <= h and left + tw <= w):
+            return img[top:top + th, left:left + tw]
+        out = np.zeros((th, tw, img.shape[2]), dtype=img.dtype)
+        y0, x0 = max(top, 0), max(left, 0)
+        y1, x1 = min(top + th, h), min(left + tw, w)
+        out[y0 - top:y1 - top, x0 - left:x1 - left] = img[y0:y1, x0:x1]
+        return out
+
+
+@register_op
+class RandomHorizontalFlip:
+    """Mirror the image left-right with probability p."""
+
+    def __init__(self, p=0.5, where="RandomHorizontalFlip"):
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+            raise ConfigError(f"{where}: p must be a probability in [0, 1], got {p!r}")
+        self.p = float(p)
+
+    def __call__(self, img):
+        if np.random.random() < self.p:
+            return img[:, ::-1]
+        return img
+
+
+@register_op
+class Resize:
+    """Resize to size x size (int) or [height, width] with PIL bilinear interpolation (aspect ratio not kept)."""
+
+    def __init__(self, size, where="Resize"):
+        self.size = _size2(size, where)
+
+    def __call__(self, img):
+        h, w = self.size
+        if img.shape[0] == h and img.shape[1] == w:
+            return img
+        out = np.asarray(_as_gray_pil(np.ascontiguousarray(img)).resize((w, h), Image.BILINEAR))
+        return out[:, :, None] if out.ndim == 2 else out
+
+
+@register_op
+class CenterCrop:
+    """Crop the central size x size (int) or [height, width] window."""
+
+    def __init__(self, size, where="CenterCrop"):
+        self.size = _size2(size, where)
+        self.where = where
+
+    def __call__(self, img):
+        h, w = img.shape[:2]
+        th, tw = self.size
+        if th > h or tw > w:
+            raise ConfigError(f"{self.where}: crop {th}x{tw} is larger than the image {h}x{w}; "
+                              f"add a Resize before it or lower size")
+        top, left = (h - th) // 2, (w - tw) // 2
+        return img[top:top + th, left:left + tw]
+
+
+@register_op
+class Normalize:
+    """Last op: (x/255 - mean) / std per channel; mean/std in [0,1] units, null = Transforms.mean/std or the dataset's."""
+
+    def __init__(self, mean=None, std=None, where="Normalize"):
+        self.mean = None if mean is None else _channel_values(mean, f"{where}: mean")
+        self.std = None if std is None else _channel_values(std, f"{where}: std", positive=True)
+
+    def __call__(self, img):  # the work is done by the final conversion of Compose
+        return img
+
+
+def _channel_values(value, where, positive=False):
+    """A number or list of numbers -> tuple of floats."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value]
+    if (not isinstance(value, (list, tuple)) or not value
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+        raise ConfigError(f"{where}: expected a list of per-channel numbers in [0,1] units, got {value!r}")
+    if positive and any(v <= 0 for v in value):
+        raise ConfigError(f"{where}: std values must be > 0, got {list(value)}")
+    if any(v < 0 or v > 1 for v in value):
+        raise ConfigError(f"{where}: values are in [0,1] units (pixel/255), got {list(value)}; "
+                          f"divide 0-255 values by 255")
+    return tuple(float(v) for v in value)
+
+
+def op_params(cls):
+    """{param: default or inspect.Parameter.empty} of an op (``where`` excluded)."""
+    sig = inspect.signature(cls.__init__)
+    return {n: p.default for n, p in sig.parameters.items() if n not in ("self", "where")}
+
+
+def list_ops():
+    """Registered op names."""
+    return list(OPS)
+
+
+class Compose:
+    """Apply ops in order, then convert to float32 CHW in [0,1] and normalize.
+
+    Args:
+        ops: op instances (callables on HWC uint8 arrays).
+        mean, std: per-channel tuples in [0,1] units, or None for no normalization.
+    """
+
+    def __init__(self, ops, mean=None, std=None):
+        self.ops = list(ops)
+        self.mean = None if mean is None else tuple(float(m) for m in mean)
+        self.std = None if std is None else tuple(float(s) for s in std)
+        self._cache = {}
+
+    def _coeffs(self, channels):
+        """scale, offset arrays [C,1,1] with out = x * scale + offset."""
+        if channels not in self._cache:
+            if self.mean is None:
+                scale = np.full(channels, 1 / 255.0)
+                offset = np.zeros(channels)
+            else:
+                mean = np.broadcast_to(np.asarray(self.mean, np.float64), (channels,))
+                std = np.broadcast_to(np.asarray(self.std, np.float64), (channels,))
+                scale, offset = 1.0 / (255.0 * std), -mean / std
+            self._cache[channels] = (scale.astype(np.float32)[:, None, None],
+                                     offset.astype(np.float32)[:, None, None])
+        return self._cache[channels]
+
+    def __call__(self, img):
+        if isinstance(img, Image.Image):
+            img = np.asarray(img if img.mode in ("L", "RGB") else img.convert("RGB"))
+        if img.ndim == 2:
+            img = img[:, :, None]
+        for op in self.ops:
+            img = op(img)
+        scale, offset = self._coeffs(img.shape[2])
+        out = np.ascontiguousarray(img.transpose(2, 0, 1)).astype(np.float32)
+        out *= scale
+        out += offset
+        return out
+
+    def __repr__(self):
+        names = ", ".join(type(op).__name__ for op in self.ops)
+        return f"Compose([{names}], mean={self.mean}, std={self.std})"
+
+
+def _parse_entry(entry, where):
+    """{Name: params} or 'Name' -> (name, params dict)."""
+    if isinstance(entry, str):
+        return entry, {}
+    if isinstance(entry, dict) and len(entry) == 1:
+        (name, params), = entry.items()
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise ConfigError(f"{where}: parameters of {name} must be a mapping like {{size: 32}}, got {params!r}")
+        return str(name), params
+    raise ConfigError(f"{where}: each op must be {{OpName: {{params}}}} or OpName, got {entry!r}; "
+                      f"valid ops: {', '.join(OPS)}")
+
+
+def build_transforms(op_list, mean=None, std=None, where="Transforms.train", channels=None):
+    """Build a :class:`Compose` from a config op list.
+
+    Args:
+        op_list: list of ``{OpName: {params}}`` (or bare op names).
+        mean, std: per-channel values in [0,1] units used by a ``Normalize`` that gives none
+            (``Transforms.mean/std`` resolved, or the dataset's defaults).
+        where: config location for error messages.
+        channels: image channels, to check the length of mean/std (optional).
+
+    Raises:
+        ConfigError: unknown op or parameter, bad value, Normalize not last.
+    """
+    if op_list is None:
+        op_list = []
+    if not isinstance(op_list, list):
+        raise ConfigError(f"{where}: expected a list of ops like [{{RandomHorizontalFlip: {{}}}}], got {op_list!r}")
+    ops, norm = [], None
+    for i, entry in enumerate(op_list):
+        at = f"{where}[{i}]"
+        name, params = _parse_entry(entry, at)
+        cls = OPS.get(name)
+        if cls is None:
+            raise ConfigError(f"{at}: unknown transform op '{name}'{did_you_mean(name, OPS)}; "
+                              f"valid ops: {', '.join(OPS)}")
+        valid = op_params(cls)
+        for p in params:
+            if p not in valid:
+                raise ConfigError(f"{at}: unknown parameter '{p}' of {name}{did_you_mean(p, valid)}; "
+                                  f"valid parameters of {name}: {', '.join(valid) or 'none'}")
+        missing = [p for p, d in valid.items() if d is inspect.Parameter.empty and p not in params]
+        if missing:
+            raise ConfigError(f"{at}: {name} needs parameter(s) {', '.join(missing)}; "
+                              f"valid parameters of {name}: {', '.join(valid)}")
+        op = cls(**params, where=f"{at}.{name}")
+        if isinstance(op, Normalize):
+            if i != len(op_list) - 1:
+                raise ConfigError(f"{at}: Normalize must be the last op (the pipeline converts to float there)")
+            norm = op
+        else:
+            ops.append(op)
+    if norm is None:
+        return Compose(ops)
+    n_mean = norm.mean if norm.mean is not None else mean
+    n_std = norm.std if norm.std is not None else std
+    if n_mean is None or n_std is None:
+        raise ConfigError(f"{where}: Normalize has no mean/std: give them as parameters or set Transforms.mean/std")
+    n_mean = _channel_values(n_mean, f"{where}: Normalize mean")
+    n_std = _channel_values(n_std, f"{where}: Normalize std", positive=True)
+    if channels is not None:
+        for label, vals in (("mean", n_mean), ("std", n_std)):
+            if len(vals) not in (1, channels):
+                raise ConfigError(f"{where}: Normalize {label} has {len(vals)} values but the images have "
+                                  f"{channels} channel(s): give 1 or {channels} values")
+    return Compose(ops, n_mean, n_std)
+
+
+def has_op(op_list, name):
+    """Whether a config op list contains op ``name``."""
+    for entry in op_list or []:
+        if (entry == name) or (isinstance(entry, dict) and name in entry):
+            return True
+    return False
+
+
+def transforms_markdown():
+    """The op reference as a Markdown table (appended to the config docs)."""
+    out = ["## Transform ops", "",
+           "`Transforms.train` / `Transforms.eval` list ops in order as `{OpName: {param: value}}`.",
+           "Every pipeline ends with a conversion to float32 CHW in [0, 1]; `Normalize`, when used, is last.", "",
+           "| op | parameters | effect |", "| --- | --- | --- |"]
+    for name, cls in OPS.items():
+        params = []
+        for p, d in op_params(cls).items():
+            params.append(f"`{p}`" if d is inspect.Parameter.empty else f"`{p}={d!r}`".replace("None", "null"))
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        out.append(f"| `{name}` | {', '.join(params) or '-'} | {doc} |")
+    out.append("")
+    return "\n".join(out)
