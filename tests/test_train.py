@@ -82,6 +82,12 @@ def test_resume_matches_uninterrupted_run(tmp_path):
         np.testing.assert_array_equal(a[k].numpy(), b[k].numpy(), err_msg=k)
     assert [h["acc"] for h in resumed["history"]] == [h["acc"] for h in full["history"]][2:]
     assert resumed["best"]["acc"] == full["best"]["acc"]
+    # one VisualDL file for the run; its step axis continues through the resume to the end
+    from visualdl import LogReader
+    logs = [f for f in os.listdir(run) if f.startswith("vdlrecords.")]
+    assert len(logs) == 1
+    steps = {r.id for r in LogReader(file_path=os.path.join(run, logs[0])).get_data("scalar", "train/loss")}
+    assert steps == set(range(1, full["global_step"] + 1))
 
 
 def test_early_stopping_stops_and_restores_best(tmp_path):

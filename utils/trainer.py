@@ -86,7 +86,7 @@ def _vdl_writer(run_dir):
     # Reuse this run's log file on resume: the server shows only the newest file per directory.
     existing = sorted(f for f in os.listdir(run_dir) if f.startswith("vdlrecords."))
     name = existing[-1] if existing else f"vdlrecords.{int(time.time())}.log"
-    return LogWriter(logdir=run_dir, file_name=name)
+    return LogWriter(logdir=run_dir, file_name=name, flush_secs=10)
 
 
 def train(cfg, print_fn=print):
