@@ -167,3 +167,13 @@ def test_data_errors_through_the_tool(tmp_path):
     broken.write_bytes(b"not a jpeg")
     assert_user_error(run_tool(*common), str(broken), "remove or replace")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.pdparams"))
+
+
+def test_training_without_validation_set(tmp_path):
+    lines = []
+    m = train(cfg_for(tmp_path, "configs/mlp_digits.yml", "Global.epochs=2", "Data.val_split=0", "Global.verbose=1"),
+              print_fn=lines.append)
+    assert any("no validation set" in l for l in lines)
+    assert m["best"] is None and m["history"] == [] and m["epochs_run"] == 2
+    files = os.listdir(m["run_dir"])
+    assert "latest.pdparams" in files and "best_model.pdparams" not in files

@@ -63,14 +63,25 @@ def topk_for(cfg, num_classes):
     return tuple(ks)
 
 
+def network_input_side(bundle):
+    size = bundle.image_size
+    return size[0] if isinstance(size, (tuple, list)) else size
+
+
 def build_network(cfg, bundle):
     """The model of ``Arch`` for this data (classes, channels, size)."""
     from models import build_model
     from utils.config import model_kwargs
 
     a = cfg["Arch"]
+    size = bundle.image_size
+    if isinstance(size, (tuple, list)):
+        if size[0] != size[1]:
+            raise UserError(f"the images are {size[0]}x{size[1]} but the models take square inputs: "
+                            f"set Data.image_size (e.g. -o Data.image_size={max(size)})")
+        size = size[0]
     return build_model(a["name"], num_classes=bundle.num_classes, in_channels=bundle.in_channels,
-                       image_size=bundle.image_size, init=a["init"], init_std=a["init_std"], **model_kwargs(cfg))
+                       image_size=size, init=a["init"], init_std=a["init_std"], **model_kwargs(cfg))
 
 
 def _record_data(cfg, bundle):
@@ -144,7 +155,8 @@ def _train(cfg, print_fn, paddle):
         loaded, skipped = load_matching(network, g["pretrained_model"])
         print_fn(f"pretrained: loaded {len(loaded)} tensors from {g['pretrained_model']}, skipped {len(skipped)}"
                  + ("".join(f"\n  skipped {s}" for s in skipped)))
-    summary = model_summary(network, [1, bundle.in_channels, bundle.image_size, bundle.image_size])
+    side = network_input_side(bundle)
+    summary = model_summary(network, [1, bundle.in_channels, side, side])
     flops = f", {summary['flops'] / 1e6:.1f} MFLOPs (multiply-adds)" if g["print_flops"] and summary.get("flops") else ""
     print_fn(f"model {cfg['Arch']['name']}: {summary['params']:,} parameters ({summary['trainable']:,} trainable){flops}")
     if g["verbose"] >= 2:
@@ -168,7 +180,11 @@ def _train(cfg, print_fn, paddle):
     model.prepare(optimizer, loss_fn, paddle.metric.Accuracy(topk=(1,), name="acc"))
 
     progress = cb.Progress(g["seed"], g["epochs"], steps_per_epoch)
-    es_cfg = cfg["EarlyStopping"]
+    es_cfg = dict(cfg["EarlyStopping"])
+    if val_loader is None:
+        print_fn("warning: no validation set (Data.val_split is 0 and the data has no val split): "
+                 "no evaluation, early stopping or best checkpoint in this run")
+        es_cfg["enable"] = False
     stopper = cb.EarlyStopping(es_cfg["monitor"], es_cfg["mode"], es_cfg["patience"], es_cfg["min_delta"])
     stateful = {"progress": progress}
     if es_cfg["enable"]:
@@ -197,11 +213,13 @@ def _train(cfg, print_fn, paddle):
     evaluator = cb.PeriodicEval(lambda: evaluate(network, val_loader, topk, ls), progress,
                                 g["eval_every_epochs"], g["eval_every_iters"], listeners)
     nan_guard = cb.StopOnNaN(progress)
-    callbacks = [progress, nan_guard, evaluator, *listeners,
+    # Without a val set the listeners still get their training hooks; nothing calls on_eval_end.
+    evaluation = [evaluator] if val_loader is not None else []
+    callbacks = [progress, nan_guard, *evaluation, *listeners,
                  paddle.callbacks.LRScheduler(by_step=False, by_epoch=False)]  # we step it: LRStepper
 
     print_fn(f"run directory: {run_dir}  ({device}, {os.environ.get('OMP_NUM_THREADS', '?')} threads, "
-             f"{len(bundle.train)} train / {len(bundle.val)} val images, {steps_per_epoch} steps/epoch)")
+             f"{len(bundle.train)} train / {len(bundle.val) if bundle.val is not None else 0} val images, {steps_per_epoch} steps/epoch)")
     model.stop_training = False  # hapi never resets it between fit() calls
     remaining = g["epochs"] - progress.epochs_done
     t_fit = time.time()
