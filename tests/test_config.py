@@ -55,6 +55,7 @@ def test_overrides_parse_with_safe_load(tmp_path):
     assert cfg["Optimizer"]["lr"] == pytest.approx(1e-3)  # '1e-3' is a str to PyYAML; accepted as float
     assert cfg["LRScheduler"]["milestones"] == [2, 4]
     assert cfg["Data"]["classes"] == [0, 1]
+    assert load_config(path, ["Global.run_name=off", "Arch.name=123"])["Global"]["run_name"] == "off"
     assert parse_override("Arch.name=!!python/object:os.system") == (["Arch", "name"], "!!python/object:os.system")
 
 

@@ -170,6 +170,12 @@ SCHEMA = {
     "VisualDL": {
         "enable": Key(bool, True, "Write a VisualDL log into the run directory."),
     },
+    "Doctor": {
+        "enable": Key(bool, True, "Training doctor: watch the run, stop at once on a non-finite loss, input or gradient and name its source, report findings (console, diagnosis.json, VisualDL text)."),
+        "lang": Key(str, "en", "Language of the findings: en or zh.", choices=("en", "zh")),
+        "sample_every": Key(int, 50, "Per-layer activation and gradient statistics every N steps (and at the first and last step)."),
+        "grad_every": Key(int, 10, "Global gradient norm and clipping statistics every N steps."),
+    },
 }
 
 # Keys an open section accepts beyond its schema (checked later by their owner).
@@ -313,6 +319,10 @@ def load_config(path, overrides=()):
             raise ConfigError(f"override '{text}': unknown section '{sec}'{did_you_mean(sec, SCHEMA)}")
         if k not in SCHEMA[sec] and sec not in OPEN_SECTIONS:
             raise ConfigError(f"override '{text}': unknown key '{sec}.{k}'{did_you_mean(k, SCHEMA[sec])}")
+        key = SCHEMA[sec].get(k)
+        if key is not None and str in key.types and not isinstance(value, (str, type(None))) \
+                and not isinstance(value, tuple(t for t in key.types if t is not str)):
+            value = text.split("=", 1)[1].strip()  # '-o Global.run_name=off' means the text, not False
         raw.setdefault(sec, {})
         if raw[sec] is None:
             raw[sec] = {}

@@ -209,6 +209,17 @@ def _train(cfg, print_fn, paddle):
     if cfg["VisualDL"]["enable"]:
         writer = _vdl_writer(run_dir)
         listeners.append(cb.VisualDLLogger(writer, progress, lr_fn))
+    # --- training doctor (utils/doctor.py): findings live, diagnosis.json written at each eval and at the end
+    doctor = None
+    if cfg["Doctor"]["enable"]:
+        from utils.doctor import build_doctor
+
+        doctor = build_doctor(cfg, bundle, network, progress, steps_per_epoch, run_dir, writer, print_fn)
+        if resume and "doctor" in state:
+            doctor.load_state_dict(state["doctor"])
+        stateful["doctor"] = doctor  # saved with every checkpoint (the Checkpointer holds this dict)
+        listeners.append(doctor)
+    # --- end training doctor
     ls = cfg["Loss"]["label_smoothing"]
     evaluator = cb.PeriodicEval(lambda: evaluate(network, val_loader, topk, ls), progress,
                                 g["eval_every_epochs"], g["eval_every_iters"], listeners)
@@ -233,7 +244,7 @@ def _train(cfg, print_fn, paddle):
         if writer is not None:
             writer.close()
 
-    stop_reason = nan_guard.reason or stopper.stop_reason
+    stop_reason = nan_guard.reason or stopper.stop_reason or (doctor.stop_reason if doctor else None)  # doctor: NaN input/weights
     restored = False
     if es_cfg["enable"] and es_cfg["restore_best"] and store.exists("best_model"):
         load_weights(network, store.prefix("best_model"))
