@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import sys
-import tarfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,23 +27,14 @@ configure_threads(0)
 
 import paddle  # noqa: E402
 
+from common import extract  # noqa: E402  (bench/ is on sys.path when run as a script)
 from utils.config import load_config  # noqa: E402
 from utils.trainer import train  # noqa: E402
 
-ARCHIVE = os.path.join(ROOT, "..", "shared", "data", "cifar10-train-jpg.tar.gz")
+from common import CIFAR_JPG as ARCHIVE  # noqa: E402
 CONFIGS = ["gmlp_cifar10", "googlenet_cifar10", "cnn_cifar10", "cnn_sa_cifar10", "resnet20_cifar10",
            "resnet20_sa_cifar10"]
 TRAIN_IMAGES = 45000
-
-
-def extract(archive, dest):
-    marker = os.path.join(dest, ".complete")
-    if not os.path.exists(marker):
-        os.makedirs(dest, exist_ok=True)
-        with tarfile.open(archive) as tf:
-            tf.extractall(dest, filter="data")
-        open(marker, "w").close()
-    return dest
 
 
 def probe_speed(cfg_path, steps=6, batch=128):

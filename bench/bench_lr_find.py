@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import sys
-import tarfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,11 +35,12 @@ configure_threads(0)
 
 import numpy as np  # noqa: E402
 
+from common import extract  # noqa: E402  (bench/ is on sys.path when run as a script)
 from utils.config import load_config  # noqa: E402
 from utils.lr_find import SUGGESTIONS, run_lr_find  # noqa: E402
 from utils.trainer import train  # noqa: E402
 
-ARCHIVE = os.path.join(ROOT, "..", "shared", "data", "cifar10-train-jpg.tar.gz")
+from common import CIFAR_JPG as ARCHIVE  # noqa: E402
 DIGITS = ["configs/mlp_digits.yml", "configs/cnn_digits.yml", "configs/gmlp_digits.yml"]
 CIFAR = ["configs/cnn_cifar10.yml"]
 GOAL = 0.97
@@ -48,16 +48,6 @@ GOAL = 0.97
 
 def quiet(*a, **k):
     pass
-
-
-def extract(archive, dest):
-    marker = os.path.join(dest, ".complete")
-    if not os.path.exists(marker):
-        os.makedirs(dest, exist_ok=True)
-        with tarfile.open(archive) as tf:
-            tf.extractall(dest, filter="data")
-        open(marker, "w").close()
-    return dest
 
 
 def budget_overrides(cfg_path, data_overrides, epochs, seed, out, run_name):

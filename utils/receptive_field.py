@@ -417,15 +417,9 @@ def config_input(cfg):
         side = cfg["Data"]["image_size"] or side
         n = cfg["Data"]["num_classes"] or (len(cfg["Data"]["classes"]) if cfg["Data"]["classes"] else n)
         return c, side, n, f"({str(e).split(';')[0].rstrip('.')}: using the native {c}x{side}x{side})"
-    size = bundle.image_size
-    if isinstance(size, (tuple, list)):
-        from utils.errors import UserError
+    from utils.trainer import network_input_side
 
-        if size[0] != size[1]:
-            raise UserError(f"the images are {size[0]}x{size[1]} but the models take square inputs: "
-                            f"set Data.image_size (e.g. -o Data.image_size={max(size)})")
-        size = size[0]
-    return bundle.in_channels, int(size), bundle.num_classes, None
+    return bundle.in_channels, network_input_side(bundle), bundle.num_classes, None
 
 
 def config_receptive_field(cfg, image_size=None):

@@ -64,8 +64,14 @@ def topk_for(cfg, num_classes):
 
 
 def network_input_side(bundle):
+    """The side of the square images the pipeline outputs; non-square is a UserError with the fix."""
     size = bundle.image_size
-    return size[0] if isinstance(size, (tuple, list)) else size
+    if isinstance(size, (tuple, list)):
+        if size[0] != size[1]:
+            raise UserError(f"the images are {size[0]}x{size[1]} but the models take square inputs: "
+                            f"set Data.image_size (e.g. -o Data.image_size={max(size)})")
+        size = size[0]
+    return int(size)
 
 
 def build_network(cfg, bundle):
@@ -74,12 +80,7 @@ def build_network(cfg, bundle):
     from utils.config import model_kwargs
 
     a = cfg["Arch"]
-    size = bundle.image_size
-    if isinstance(size, (tuple, list)):
-        if size[0] != size[1]:
-            raise UserError(f"the images are {size[0]}x{size[1]} but the models take square inputs: "
-                            f"set Data.image_size (e.g. -o Data.image_size={max(size)})")
-        size = size[0]
+    size = network_input_side(bundle)
     return build_model(a["name"], num_classes=bundle.num_classes, in_channels=bundle.in_channels,
                        image_size=size, init=a["init"], init_std=a["init_std"], **model_kwargs(cfg))
 
