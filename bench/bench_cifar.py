@@ -27,7 +27,7 @@ configure_threads(0)
 
 import paddle  # noqa: E402
 
-from common import extract  # noqa: E402  (bench/ is on sys.path when run as a script)
+from common import extract, probe_speed  # noqa: E402  (bench/ is on sys.path when run as a script)
 from utils.config import load_config  # noqa: E402
 from utils.trainer import train  # noqa: E402
 
@@ -35,28 +35,6 @@ from common import CIFAR_JPG as ARCHIVE  # noqa: E402
 CONFIGS = ["gmlp_cifar10", "googlenet_cifar10", "cnn_cifar10", "cnn_sa_cifar10", "resnet20_cifar10",
            "resnet20_sa_cifar10"]
 TRAIN_IMAGES = 45000
-
-
-def probe_speed(cfg_path, steps=6, batch=128):
-    """Training images/s of the config's model (forward, backward, optimizer step)."""
-    from models import build_model
-    from utils.config import model_kwargs
-    from utils.optim import build_loss, build_lr_scheduler, build_optimizer
-
-    cfg = load_config(cfg_path)
-    net = build_model(cfg["Arch"]["name"], 10, 3, 32, **model_kwargs(cfg))
-    opt = build_optimizer(cfg, net.parameters(), build_lr_scheduler(cfg, 100, 10))
-    loss_fn = build_loss(cfg, 10)
-    x, y = paddle.randn([batch, 3, 32, 32]), paddle.randint(0, 10, [batch, 1])
-    t = None
-    for i in range(steps + 1):
-        if i == 1:
-            t = time.time()  # the first step builds kernels and optimizer state
-        loss = loss_fn(net(x), y)
-        loss.backward()
-        opt.step()
-        opt.clear_grad()
-    return steps * batch / (time.time() - t)
 
 
 def main():

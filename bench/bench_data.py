@@ -18,7 +18,9 @@ import timeit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+from utils.trainer import configure_threads  # noqa: E402
+
+configure_threads(0)  # the same threads as training, so the model speeds below are comparable
 
 import numpy as np  # noqa: E402
 
@@ -96,6 +98,11 @@ def main():
                  args.workers, args.batches)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    # What the loader must keep up with: the training speed of the shipped CIFAR models.
+    from common import probe_speed
+    print("model consumption (training images/s, batch 128, 32x32x3):")
+    for name in ("gmlp_cifar10", "cnn_cifar10", "resnet20_cifar10", "googlenet_cifar10"):
+        print(f"  {name:20s} {probe_speed(os.path.join(ROOT, 'configs', name + '.yml')):6.0f}")
 
 
 if __name__ == "__main__":
