@@ -205,24 +205,18 @@ def format_classic(runs):
     n = max(len(r["layers"]) for r in runs)
     head = f"{'init':<12} {'act':<5} " + " ".join(f"{'L' + str(i + 1):>9}" for i in range(n))
     r0 = runs[0]
-    lines = [f"layer std of act(X @ W) (population std; {r0['samples']} x {r0['units']} N(0,1) input, no bias, "
-             f"seed {r0['seed']})", head]
-    for run in runs:
-        stds = " ".join(f"{r['std']:>9.3g}" for r in run["layers"])
-        lines.append(f"{run['init']:<12} {run['activation']:<5} {stds}")
-    lines.append("")
-    lines.append("layer mean")
-    lines.append(head)
-    for run in runs:
-        means = " ".join(f"{r['mean']:>9.3g}" for r in run["layers"])
-        lines.append(f"{run['init']:<12} {run['activation']:<5} {means}")
-    lines.append("")
-    lines.append("% saturated (tanh: |h| > 0.99) / % dead units (ReLU: zero for every input)")
-    lines.append(head)
-    for run in runs:
-        key = "saturated" if run["activation"] == "tanh" else "dead_frac"
-        vals = " ".join(f"{100 * r[key]:>9.1f}" for r in run["layers"])
-        lines.append(f"{run['init']:<12} {run['activation']:<5} {vals}")
+    tables = [
+        (f"layer std of act(X @ W) (population std; {r0['samples']} x {r0['units']} N(0,1) input, no bias, "
+         f"seed {r0['seed']})", lambda run, r: f"{r['std']:>9.3g}"),
+        ("layer mean", lambda run, r: f"{r['mean']:>9.3g}"),
+        ("% saturated (tanh: |h| > 0.99) / % dead units (ReLU: zero for every input)",
+         lambda run, r: f"{100 * r['saturated' if run['activation'] == 'tanh' else 'dead_frac']:>9.1f}"),
+    ]
+    lines = []
+    for title, cell in tables:
+        lines += ([""] if lines else []) + [title, head]
+        for run in runs:
+            lines.append(f"{run['init']:<12} {run['activation']:<5} " + " ".join(cell(run, r) for r in run["layers"]))
     return "\n".join(lines)
 
 
