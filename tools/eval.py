@@ -9,8 +9,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.config import load_config  # noqa: E402
-from utils.errors import UserError, run_tool  # noqa: E402
+from utils.errors import run_tool  # noqa: E402
+from utils.runs import open_run  # noqa: E402  (no paddle import: open_run sets the threads first)
 
 
 def parse_args(argv=None):
@@ -27,24 +27,14 @@ def parse_args(argv=None):
 @run_tool
 def main(argv=None):
     args = parse_args(argv)
-    if not os.path.exists(args.run) and not os.path.exists(args.run + ".pdparams"):
-        raise UserError(f"{args.run}: no such run directory or checkpoint")
-    run_dir = args.run if os.path.isdir(args.run) else os.path.dirname(args.run)
-    cfg_path = args.config or os.path.join(run_dir, "config.yml")
-    if not os.path.isfile(cfg_path):
-        raise UserError(f"{run_dir}: no config.yml; pass the training config with -c")
-    cfg = load_config(cfg_path, args.override)
+    run = open_run(args.run, args.checkpoint, args.config, args.override)
 
-    from utils.trainer import configure_threads
-
-    configure_threads(cfg["Global"]["num_threads"])
-    from utils.checkpoint import resolve_checkpoint, save_json
+    from utils.checkpoint import save_json
     from utils.evaluate import evaluate_run, format_report
 
-    prefix = resolve_checkpoint(args.run, args.checkpoint)
-    report = evaluate_run(cfg, prefix, args.split)
+    report = evaluate_run(run.cfg, run.checkpoint, args.split)
     print(format_report(report))
-    out = args.json or os.path.join(run_dir, f"eval_{args.split}.json")
+    out = args.json or os.path.join(run.run_dir, f"eval_{args.split}.json")
     save_json(report, out)
     print(f"\nreport written to {out}")
 

@@ -1,0 +1,118 @@
+"""Draw a run as PNG files: curves, a training batch, weights, feature maps, attention, predictions, confusion.
+
+    python tools/visualize.py curves RUN [RUN ...]          # loss / accuracy / LR, runs overlaid
+    python tools/visualize.py batch -c CONFIG               # a training batch after augmentation
+    python tools/visualize.py weights RUN                   # first-layer filters, weight histograms
+    python tools/visualize.py features RUN IMAGE [--layers NAME ...]
+    python tools/visualize.py attention RUN [IMAGE]         # *_sa models need IMAGE; gMLP does not
+    python tools/visualize.py predictions RUN               # val images, top losses, confused pairs
+    python tools/visualize.py confusion RUN [--normalize]
+
+RUN is a run directory, a checkpoint prefix (RUN/best_model) or file (RUN/best_model.pdparams);
+``--checkpoint latest`` picks another checkpoint of a run directory, ``-c`` another config than
+RUN/config.yml. Output: ``--out PATH``, by default RUN/vis/<command>.png (curves: the first
+run's vis/curves.png; batch without RUN: vis/batch_<config name>.png).
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from utils.errors import UserError, run_tool  # noqa: E402
+from utils.runs import open_config, open_run, run_dir_of  # noqa: E402  (no paddle import: open_run sets the threads first)
+
+COMMANDS = ("curves", "batch", "weights", "features", "attention", "predictions", "confusion")
+
+
+def _run_args(p, image=None):
+    p.add_argument("run", help="run directory, or a checkpoint prefix/file inside one")
+    if image == "required":
+        p.add_argument("image", help="image file (PNG/JPEG), pushed through the config's Transforms.eval")
+    elif image == "optional":
+        p.add_argument("image", nargs="?", help="image file (PNG/JPEG); required for spatial-attention models")
+    p.add_argument("--checkpoint", default="best_model", help="checkpoint name in a run directory (best_model, latest, epoch_N)")
+    p.add_argument("-c", "--config", help="config to use instead of the run's config.yml")
+    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--out", metavar="PATH", help="PNG to write (default: RUN/vis/<command>.png)")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.splitlines()[1:]))
+    sub = p.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}")
+
+    s = sub.add_parser("curves", help="train/val loss, accuracy and LR of one or more runs")
+    s.add_argument("runs", nargs="+", metavar="RUN", help="run directories to overlay")
+    s.add_argument("--out", metavar="PATH", help="PNG to write (default: FIRST_RUN/vis/curves.png)")
+
+    s = sub.add_parser("batch", help="a training batch as the network receives it")
+    s.add_argument("run", nargs="?", help="run directory whose config.yml to use (or give -c)")
+    s.add_argument("-c", "--config", help="config file")
+    s.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument("--epoch", type=int, default=1, help="draw the first batch of this epoch (1-based, default 1)")
+    s.add_argument("--out", metavar="PATH", help="PNG to write (default: RUN/vis/batch.png, or vis/batch_<config>.png)")
+
+    _run_args(sub.add_parser("weights", help="first-layer filters and weight histograms"))
+    s = sub.add_parser("features", help="feature maps of chosen layers for one image")
+    _run_args(s, "required")
+    s.add_argument("--layers", nargs="+", metavar="NAME", help="layer names as in network.named_sublayers() "
+                   "(default: up to 4 evenly spaced blocks or convs)")
+    _run_args(sub.add_parser("attention", help="spatial attention maps / gMLP token-mixing weights"), "optional")
+    s = sub.add_parser("predictions", help="images with predictions, top losses, most confused pairs")
+    _run_args(s)
+    s.add_argument("--split", default="val", choices=("val", "test", "train"))
+    s = sub.add_parser("confusion", help="confusion matrix heatmap")
+    _run_args(s)
+    s.add_argument("--split", default="val", choices=("val", "test", "train"))
+    s.add_argument("--normalize", action="store_true", help="divide each row by its count (recall on the diagonal)")
+    return p.parse_args(argv)
+
+
+def _default_out(run_dir, command):
+    return os.path.join(run_dir, "vis", f"{command}.png")
+
+
+@run_tool
+def main(argv=None):
+    args = parse_args(argv)
+    cmd = args.command
+    if cmd == "curves":
+        from utils.visualize import plot_curves
+
+        res = plot_curves(args.runs, args.out or _default_out(run_dir_of(args.runs[0]), "curves"))
+    elif cmd == "batch":
+        if not args.run and not args.config:
+            raise UserError("batch: give a config with -c (e.g. -c configs/cnn_digits.yml) or a run directory")
+        if args.run:
+            run = open_run(args.run, config=args.config, overrides=args.override, need_checkpoint=False)
+            cfg, out = run.cfg, args.out or _default_out(run.run_dir, "batch")
+        else:
+            cfg = open_config(args.config, args.override)
+            out = args.out or os.path.join("vis", f"batch_{cfg['_meta']['config_name']}.png")
+        from utils.visualize import plot_batch
+
+        res = plot_batch(cfg, out, epoch=args.epoch)
+    else:
+        run = open_run(args.run, args.checkpoint, args.config, args.override)
+        out = args.out or _default_out(run.run_dir, cmd)
+        from utils import visualize as vis
+
+        if cmd == "weights":
+            res = vis.plot_weights(run.cfg, run.checkpoint, out)
+        elif cmd == "features":
+            res = vis.plot_features(run.cfg, run.checkpoint, args.image, out, args.layers)
+        elif cmd == "attention":
+            res = vis.plot_attention(run.cfg, run.checkpoint, out, args.image)
+        elif cmd == "predictions":
+            res = vis.plot_predictions(run.cfg, run.checkpoint, out, args.split)
+        else:
+            res = vis.plot_confusion(run.cfg, run.checkpoint, out, args.split, args.normalize)
+    for note in res.notes:
+        print(f"note: {note}")
+    print(f"wrote {res.path} ({res.size[0]}x{res.size[1]} px, {res.panels} panels)")
+
+
+if __name__ == "__main__":
+    main()
