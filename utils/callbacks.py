@@ -362,30 +362,8 @@ class ConsoleLogger(Callback):
             self.print(f"eval  epoch {logs['epoch']} step {logs['step']}: {shown} ({logs['eval_time']:.1f}s)")
 
 
-class VisualDLLogger(Callback):
-    """Scalars for VisualDL on one step axis: train loss/acc and LR every step, eval metrics at their step.
+# VisualDLLogger moved to utils/vdl.py with the histograms, images, PR curves and hparams;
+# importable from here as before.
+from utils import vdl as _vdl  # noqa: E402
 
-    One run = one directory = one log file (the VisualDL server reads only the newest
-    file of a directory), so a resumed run appends to the same file.
-    """
-
-    def __init__(self, writer, progress, lr_fn):
-        super().__init__()
-        self.writer = writer
-        self.progress = progress
-        self.lr_fn = lr_fn
-
-    def on_train_batch_end(self, step, logs=None):
-        s = self.progress.global_step
-        self.writer.add_scalar("train/loss", float(np.asarray(logs["loss"]).reshape(-1)[0]), s)
-        if "acc" in logs:
-            self.writer.add_scalar("train/acc", float(logs["acc"]), s)
-        self.writer.add_scalar("train/lr", self.lr_fn(), s)
-
-    def on_eval_end(self, logs=None):
-        for k, v in logs.items():
-            if k not in ("epoch", "step", "samples", "eval_time"):
-                self.writer.add_scalar(f"eval/{k}", float(v), logs["step"])
-
-    def on_train_end(self, logs=None):
-        self.writer.flush()
+VisualDLLogger = _vdl.VisualDLLogger

@@ -101,11 +101,13 @@ def _vdl_writer(run_dir):
     return LogWriter(logdir=run_dir, file_name=name, flush_secs=10)
 
 
-def train(cfg, print_fn=print):
+def train(cfg, print_fn=print, callbacks=()):
     """Train as ``cfg`` says; returns the metrics dict also written to ``metrics.json``.
 
     ``Global.checkpoints`` (a run directory or checkpoint prefix) resumes that run in its own
     directory: weights, optimizer and LR schedule, epoch and step, early-stopping state.
+    ``callbacks``: extra hapi callbacks, added as listeners: they get every hapi hook and
+    ``on_eval_end(logs)`` after each validation (``tools/tune.py`` reports to Optuna this way).
     """
     import paddle
     from paddle.utils import unique_name
@@ -117,17 +119,16 @@ def train(cfg, print_fn=print):
     # namespace gives every run the same names, so a checkpoint saved by one run loads
     # into another in the same process (the optimizer state is keyed by those names).
     with unique_name.guard():
-        return _train(cfg, print_fn, paddle)
+        return _train(cfg, print_fn, paddle, callbacks)
 
 
-def _train(cfg, print_fn, paddle):
+def _train(cfg, print_fn, paddle, extra_callbacks=()):
     from models.summary import model_summary
     from utils import callbacks as cb
     from utils.checkpoint import CheckpointStore, load_matching, load_optimizer, load_state, load_weights, \
         resolve_checkpoint, save_json
     from utils.config import dump_config
     from utils.data import build_datasets, build_loaders
-    from utils.evaluate import evaluate
     from utils.optim import build_loss, build_lr_scheduler, build_optimizer, current_lr, schedule_warnings
 
     g = cfg["Global"]
@@ -206,10 +207,18 @@ def _train(cfg, print_fn, paddle):
     if es_cfg["enable"]:
         listeners.append(stopper)
     listeners += [checkpointer, cb.ConsoleLogger(progress, lr_fn, g["log_every_iters"], g["verbose"], print_fn)]
+    # --- VisualDL (utils/vdl.py): scalars; histograms, prediction images, confidence and PR curves
+    # as the VisualDL section says. The evaluation keeps its logits for them: one val pass per eval.
+    from utils.vdl import LastEval, build_logger
+
+    eval_fn = LastEval(network, val_loader, topk, cfg["Loss"]["label_smoothing"])
     writer = None
     if cfg["VisualDL"]["enable"]:
         writer = _vdl_writer(run_dir)
-        listeners.append(cb.VisualDLLogger(writer, progress, lr_fn))
+        # add_hparams runs in the logger's on_train_end, before the writer is closed below
+        listeners.append(build_logger(cfg, writer, progress, lr_fn, eval_fn, bundle,
+                                      best_fn=lambda: checkpointer.best_metrics))
+    # --- end VisualDL
     # --- training doctor (utils/doctor.py): findings live, diagnosis.json written at each eval and at the end
     doctor = None
     if cfg["Doctor"]["enable"]:
@@ -221,8 +230,8 @@ def _train(cfg, print_fn, paddle):
         stateful["doctor"] = doctor  # saved with every checkpoint (the Checkpointer holds this dict)
         listeners.append(doctor)
     # --- end training doctor
-    ls = cfg["Loss"]["label_smoothing"]
-    evaluator = cb.PeriodicEval(lambda: evaluate(network, val_loader, topk, ls), progress,
+    listeners += list(extra_callbacks)
+    evaluator = cb.PeriodicEval(eval_fn, progress,
                                 g["eval_every_epochs"], g["eval_every_iters"], listeners)
     nan_guard = cb.StopOnNaN(progress)
     # Without a val set the listeners still get their training hooks; nothing calls on_eval_end.
