@@ -114,3 +114,29 @@ def test_missing_logdir_is_a_one_line_error(tmp_path):
     with pytest.raises(UserError, match="no such log directory") as e:
         VisualDLServer(str(tmp_path / "nope"))
     assert "\n" not in str(e.value)
+
+
+def test_visualize_tool_screenshots_the_page(run_dir, tmp_path, capsys):
+    need_browser()
+    from utils.vdl_page import screenshot
+
+    out = str(tmp_path / "shot.png")
+    res = screenshot(run_dir, out, "scalar", ("train", "eval"))
+    assert res.path == out and res.size[0] == 1400 and res.panels >= 5
+    img = np.asarray(Image.open(out).convert("L"), np.float32)
+    assert img.shape == (res.size[1], res.size[0]) and img.std() > 10
+
+
+def test_visualize_tool_unknown_group_is_one_line_exit_2(run_dir, tmp_path, capsys):
+    need_browser()
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("visualize_tool", os.path.join(ROOT, "tools/visualize.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    with pytest.raises(SystemExit) as e:
+        tool.main(["visualdl", run_dir, "--groups", "trian", "--out", str(tmp_path / "x.png")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--groups trian" in err and "train" in err
+    assert not os.path.exists(tmp_path / "x.png")

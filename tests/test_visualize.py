@@ -229,7 +229,7 @@ def test_attention_gmlp(runs, tmp_path):
     res = vis.plot_attention(run.cfg, run.checkpoint, str(tmp_path / "g.png"), runs["image"])
     check_png(res, (3 * 280, 4 * 280 + 60), 3 * 4)                   # 4 SGUs x (weights, centre row, overlay)
     res = vis.plot_attention(run.cfg, run.checkpoint, str(tmp_path / "g2.png"))
-    check_png(res, (2 * 280, 4 * 280 + 60), 2 * 4)
+    check_png(res, (2 * 330, 4 * 330 + 60), 2 * 4)
 
 
 def test_attention_needs_an_attention_model(tmp_path):

@@ -7,6 +7,7 @@
     python tools/visualize.py attention RUN [IMAGE]         # *_sa models need IMAGE; gMLP does not
     python tools/visualize.py predictions RUN               # val images, top losses, confused pairs
     python tools/visualize.py confusion RUN [--normalize]
+    python tools/visualize.py visualdl LOGDIR [--page image]  # screenshot of the VisualDL page (Chromium)
 
 RUN is a run directory, a checkpoint prefix (RUN/best_model) or file (RUN/best_model.pdparams);
 ``--checkpoint latest`` picks another checkpoint of a run directory, ``-c`` another config than
@@ -22,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from utils.errors import UserError, run_tool  # noqa: E402
 from utils.runs import open_config, open_run, run_dir_of  # noqa: E402  (no paddle import: open_run sets the threads first)
 
-COMMANDS = ("curves", "batch", "weights", "features", "attention", "predictions", "confusion")
+COMMANDS = ("curves", "batch", "weights", "features", "attention", "predictions", "confusion", "visualdl")
 
 
 def _run_args(p, image=None):
@@ -67,6 +68,14 @@ def parse_args(argv=None):
     _run_args(s)
     s.add_argument("--split", default="val", choices=("val", "test", "train"))
     s.add_argument("--normalize", action="store_true", help="divide each row by its count (recall on the diagonal)")
+
+    s = sub.add_parser("visualdl", help="screenshot of the VisualDL page for a log directory (headless Chromium)")
+    s.add_argument("logdir", help="a run directory, or a folder of runs (e.g. output) to compare them")
+    s.add_argument("--page", default="scalar", choices=("scalar", "image"), help="which VisualDL page")
+    s.add_argument("--groups", nargs="+", default=["train", "eval"], metavar="GROUP",
+                   help="scalar tag groups to open (default: train eval)")
+    s.add_argument("--width", type=int, default=1400, help="viewport width in CSS pixels")
+    s.add_argument("--out", metavar="PATH", help="PNG to write (default: LOGDIR/vis/visualdl_<page>.png)")
     return p.parse_args(argv)
 
 
@@ -82,6 +91,11 @@ def main(argv=None):
         from utils.visualize import plot_curves
 
         res = plot_curves(args.runs, args.out or _default_out(run_dir_of(args.runs[0]), "curves"))
+    elif cmd == "visualdl":
+        from utils.vdl_page import screenshot
+
+        out = args.out or os.path.join(args.logdir, "vis", f"visualdl_{args.page}.png")
+        res = screenshot(args.logdir, out, args.page, args.groups, args.width)
     elif cmd == "batch":
         if not args.run and not args.config:
             raise UserError("batch: give a config with -c (e.g. -c configs/cnn_digits.yml) or a run directory")

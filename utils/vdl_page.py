@@ -242,3 +242,46 @@ def image_page(server, screenshot=None, width=1400, height=900, timeout=30.0):
         finally:
             browser.close()
     return {"images": [tuple(i) for i in images], "screenshot": screenshot}
+
+
+def screenshot(logdir, out, page="scalar", groups=("train", "eval"), width=1400):
+    """Serve ``logdir`` with VisualDL, open ``page`` in headless Chromium and save a full-page PNG.
+
+    Args:
+        logdir: a run directory or a folder of runs (each run is a line on every chart).
+        out: the PNG to write (its folder is created).
+        page: ``scalar`` (the curves, ``groups`` opened) or ``image`` (the samples page).
+        groups: scalar tag groups to open, e.g. ``train eval``; a group the log does not have
+            is a one-line error listing the groups it has.
+        width: viewport width in CSS pixels (the height follows the page).
+
+    Returns:
+        :class:`utils.visualize.PlotResult`: panels = charts (scalar) or images (image) shown.
+    """
+    from PIL import Image
+
+    from utils.visualize import PlotResult
+
+    _need_browser()
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with VisualDLServer(logdir) as server:
+        notes = []
+        if page == "scalar":
+            tags = server.api("scalar/tags")
+            if not tags["runs"]:
+                raise UserError(f"{logdir}: no VisualDL scalars found in it (train with VisualDL.enable: true)")
+            have = sorted({t.split("/")[0] for run_tags in tags["tags"] for t in run_tags})
+            unknown = [g for g in groups if g not in have]
+            if unknown:
+                raise UserError(f"--groups {' '.join(unknown)}: not in this log; its groups are: {', '.join(have)}")
+            seen = scalar_page(server, out, tuple(groups), width=width)
+            panels = seen["charts"]
+            notes.append(f"{len(tags['runs'])} run(s): " + ", ".join(tags["runs"]))
+        else:
+            if not server.api("image/tags")["runs"]:
+                raise UserError(f"{logdir}: no VisualDL images in it (VisualDL.sample_images > 0 logs them)")
+            seen = image_page(server, out, width=width)
+            panels = len(seen["images"])
+    with Image.open(out) as im:
+        size = im.size
+    return PlotResult(out, size, panels, notes)

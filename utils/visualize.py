@@ -700,7 +700,7 @@ def plot_attention(cfg, checkpoint, out, image=None):
         return PlotResult(out, size, 1 + 2 * len(sa), notes)
 
     cols = 3 if picture is not None else 2
-    cell = 280
+    cell = 280 if cols == 3 else 330  # two columns at 280 px clipped the titles
     fig = plots.new_figure(cols * cell, len(sgu) * cell + 60)
     axes = plots.grid(fig, len(sgu), cols)
     for r, (name, layer) in enumerate(sgu):
@@ -719,7 +719,7 @@ def plot_attention(cfg, checkpoint, out, image=None):
             vmax = float(np.abs(row).max()) or 1.0
             _overlay(axes[r, 2], picture, _upsample(row, side), "centre token's row over the image",
                      alpha=0.55, vmin=-vmax, vmax=vmax, cmap="RdBu_r")
-    fig.suptitle(f"{title}: gMLP token mixing (Spatial Gating Units; red: positive weight, blue: negative)",
+    fig.suptitle(f"{title}: gMLP token mixing\n(Spatial Gating Units; red: positive weight, blue: negative)",
                  fontsize=10)
     size = plots.save(fig, out)
     return PlotResult(out, size, cols * len(sgu), notes)
