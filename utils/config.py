@@ -338,7 +338,8 @@ def load_config(path, overrides=()):
         raw[sec][k] = value
         origin[f"{sec}.{k}"] = f"override -o {text}"
     cfg = validate(raw, origin)
-    cfg["_meta"] = {"config_path": path, "config_name": os.path.splitext(os.path.basename(path))[0]}
+    cfg["_meta"] = {"config_path": path, "config_name": os.path.splitext(os.path.basename(path))[0],
+                    "overridden": [".".join(parse_override(t)[0]) for t in overrides]}
     return cfg
 
 

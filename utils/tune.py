@@ -737,7 +737,11 @@ def grid_remaining(study, setup):
 
 
 class _Objective:
-    """Runs one trial: suggest, train with the reporter, write hparams, decide the state."""
+    """Runs one trial: suggest, train with the reporter, decide the state.
+
+    The trial's values reach VisualDL's HParams view through the trainer: they are ``-o``
+    overrides, and :func:`utils.vdl.run_hparams` adds every overridden key.
+    """
 
     def __init__(self, setup, print_fn, train_print_fn):
         self.setup = setup
@@ -786,14 +790,11 @@ class _Objective:
             p = reporter.pruned_at
             trial.set_user_attr("fail_reason", f"pruned at evaluation {p['eval']} (epoch {p['epoch']}, step {p['step']}): "
                                                f"{s.monitor} {p['value']:.4f}")
-            self._hparams(cfg, metrics, params, "PRUNED", p["value"])
             raise optuna.TrialPruned(trial.user_attrs["fail_reason"])
         if reason:
             trial.set_user_attr("fail_reason", reason)
-            self._hparams(cfg, metrics, params, "FAIL", None)
             raise TrialFailed(reason)
         value = float(metrics["best"][s.monitor])
-        self._hparams(cfg, metrics, params, "COMPLETE", value)
         return value
 
     def _error(self, trial, message, exc):
@@ -805,44 +806,6 @@ class _Objective:
                 raise UserError(f"{MAX_SAME_ERRORS} trials in a row failed with: {message}") from None
             raise exc
         raise TrialFailed(message)
-
-    def _hparams(self, cfg, metrics, params, state, value):
-        """HParams for VisualDL, unless the trainer writes them itself (``VisualDL.hparams``)."""
-        v = cfg["VisualDL"]
-        if not v.get("enable") or "hparams" in v:
-            return  # off, or the trainer's VisualDL logger already wrote (or was told not to write) them
-        write_hparams(metrics["run_dir"], params, state, value, self.setup.monitor, metrics["global_step"])
-
-
-def _hp_value(v):
-    """A value VisualDL's add_hparams stores: int, float or str."""
-    if isinstance(v, bool) or v is None:
-        return str(v).lower()
-    return v if isinstance(v, (int, float, str)) else _yaml_text(v)
-
-
-def write_hparams(run_dir, params, state, value, monitor, step):
-    """Append the trial's values (``add_hparams``) and ``tune/<monitor>`` to the run's own VisualDL log.
-
-    VisualDL reads one log file per directory (the newest), so this appends to the trainer's
-    file rather than starting a second one. Returns False when the run has no log.
-    """
-    logs = sorted(f for f in os.listdir(run_dir) if f.startswith("vdlrecords."))
-    if not logs:
-        return False
-    from visualdl import LogWriter
-
-    tag = f"tune/{monitor}"
-    writer = LogWriter(logdir=run_dir, file_name=logs[-1])
-    try:
-        if value is not None:
-            writer.add_scalar(tag, float(value), int(step))
-        hp = {k: _hp_value(v) for k, v in params.items()}
-        hp["tune/state"] = state
-        writer.add_hparams(hp, [tag, "eval/acc", "eval/loss"])
-    finally:
-        writer.close()
-    return True
 
 
 def _trial_line(study, t, monitor):

@@ -267,7 +267,18 @@ def run_hparams(cfg):
         "grad_clip": o["grad_clip"], "init": a["init"], "seed": g["seed"], "data_fraction": d["fraction"],
     }
     hp.update({f"arch.{k}": v for k, v in sorted(model_kwargs(cfg).items())})
+    # Every key set with -o as well (a tuning trial's values are -o overrides), under its config
+    # name, so whatever a sweep varied shows in the HParams view; bookkeeping keys are left out.
+    for key in cfg.get("_meta", {}).get("overridden", []):
+        if key not in HPARAMS_SKIP:
+            sec, k = key.split(".", 1)
+            hp[key] = cfg[sec].get(k)
     return {k: _hp_value(v) for k, v in hp.items()}
+
+
+# -o keys that say where or how loudly a run goes, not how it trains
+HPARAMS_SKIP = {"Global.output_dir", "Global.run_name", "Global.checkpoints", "Global.verbose",
+                "Global.log_every_iters", "Global.print_flops", "Global.num_threads", "Global.device"}
 
 
 class VisualDLLogger(Callback):
