@@ -328,7 +328,13 @@ def test_compute_mean_std_on_known_arrays():
 
 def first_batch(loader, seed):
     np.random.seed(seed)
-    x, y = next(iter(loader))
+    batches = iter(loader)
+    x, y = next(batches)
+    # Run the epoch out: with num_workers=0 a reader thread prefetches batches, and an iterator
+    # left half-read keeps drawing crops from np.random in the background, racing the next seed
+    # (seen failing under load). Training always finishes an epoch before reseeding the next.
+    for _ in batches:
+        pass
     return x.numpy(), y.numpy()
 
 
