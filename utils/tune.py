@@ -459,6 +459,26 @@ def redact(url):
         return url.split("@")[-1] if "@" in url else url
 
 
+def _rdb_storage(optuna, sqlalchemy, url, kwargs, attempts=5):
+    """``RDBStorage(url)``, retried when another worker is creating the same tables right now.
+
+    Two workers started together on an empty PostgreSQL database both run CREATE TABLE; the
+    slower one fails with 'duplicate key value violates unique constraint
+    "pg_type_typname_nsp_index"' (seen in 1 of 4 runs of tests/test_tune_postgres.py). The
+    tables exist by the time it retries, so a second attempt succeeds.
+    """
+    import random
+    import time
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 + random.random() * 0.5)
+
+
 def open_storage(url):
     """Optuna's ``RDBStorage`` for ``url`` (``sqlite:///...``, ``postgresql://user:pw@host/db``, ...).
 
@@ -488,7 +508,7 @@ def open_storage(url):
     if parsed.get_backend_name() == "sqlite" and parsed.database:
         os.makedirs(os.path.dirname(os.path.abspath(parsed.database)), exist_ok=True)
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        return _rdb_storage(optuna, sqlalchemy, url, kwargs)
     except ImportError:
         raise UserError(f"--storage {redact(url)}: the database driver is not installed "
                         f"(PostgreSQL: pip install psycopg2-binary, as in requirements.txt)") from None
