@@ -1,6 +1,10 @@
 """Train an image classifier: ``python tools/train.py -c configs/gmlp_digits.yml [-o Key.sub=value ...]``.
 
 Resume an interrupted run in its own directory: ``python tools/train.py --resume output/gmlp_digits/<run>``.
+
+Several processes (data parallel; ``utils/distributed.py``), CPU or GPUs:
+``python -m paddle.distributed.launch --nproc_per_node 2 tools/train.py -c ...`` or
+``python -m paddle.distributed.launch --gpus "0,1,2,3" tools/train.py -c ...``.
 """
 import argparse
 import os

@@ -43,12 +43,18 @@ class Progress(Callback):
 
     Reseeding with ``seed + epoch`` makes epoch k's shuffle, augmentation and dropout
     independent of whether epochs 0..k-1 ran in this process, so a resumed run repeats
-    the uninterrupted one exactly.
+    the uninterrupted one exactly. In data parallel, rank r reseeds with
+    ``seed + epoch + r * RANK_SEED_STRIDE``: its shard gets augmentations and dropout masks of its
+    own (rank 0's are those of a single process); the shards themselves come from the sampler's
+    epoch, the same on every rank (``utils.distributed.EpochShuffle``).
     """
 
-    def __init__(self, seed, total_epochs, steps_per_epoch, epochs_done=0, global_step=0):
+    RANK_SEED_STRIDE = 1_000_003
+
+    def __init__(self, seed, total_epochs, steps_per_epoch, epochs_done=0, global_step=0, rank=0):
         super().__init__()
         self.seed = seed
+        self.rank = rank
         self.total_epochs = total_epochs
         self.steps_per_epoch = steps_per_epoch
         self.epochs_done = epochs_done
@@ -59,7 +65,7 @@ class Progress(Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = self.epochs_done
         self.epoch_step = 0
-        seed_everything(self.seed + self.epoch)
+        seed_everything(self.seed + self.epoch + self.rank * self.RANK_SEED_STRIDE)
 
     def on_train_batch_end(self, step, logs=None):
         self.global_step += 1
@@ -274,11 +280,14 @@ class Checkpointer(Callback):
         progress: the run's :class:`Progress`.
         stateful: name -> object with ``state_dict()`` saved with every checkpoint.
         monitor, mode: metric that defines "best".
+        write: False on the data-parallel ranks other than 0: they track the best metrics
+            (identical on every rank) but write nothing.
     """
 
     def __init__(self, store, progress, stateful, monitor="acc", mode="max", save_best=True,
-                 save_last=True, every_epochs=0):
+                 save_last=True, every_epochs=0, write=True):
         super().__init__()
+        self.write = write
         self.store = store
         self.progress = progress
         self.stateful = stateful
@@ -296,7 +305,7 @@ class Checkpointer(Callback):
         return state
 
     def _save(self, name, finished=False):
-        if not weights_finite(self.model.network):
+        if not self.write or not weights_finite(self.model.network):
             return False
         self.store.save(name, self.model.network, self.model._optimizer, self.training_state(finished))
         return True

@@ -939,28 +939,54 @@ class DataLoader(paddle.io.DataLoader):
         return super().__iter__()
 
 
-def _loader(dataset, batch_size, shuffle, drop_last, lc):
+def _loader(dataset, batch_size, shuffle, drop_last, lc, batch_sampler=None):
     if lc["num_workers"] > 0:
         _install_worker_error_hook()
+    if batch_sampler is not None:
+        return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=lc["num_workers"],
+                          use_shared_memory=lc["use_shared_memory"], return_list=True)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
                       num_workers=lc["num_workers"], use_shared_memory=lc["use_shared_memory"],
                       return_list=True)
 
 
-def build_loaders(cfg, bundle):
+def build_loaders(cfg, bundle, rank=0, world=1):
     """(train_loader, val_loader) over ``bundle``; val_loader is None when there is no val split.
 
     Shuffling uses Paddle's RandomSampler, which draws from ``np.random``; workers are seeded
     from ``np.random`` when each epoch's iterator starts. Reseeding numpy before an epoch
     therefore repeats its order and augmentations.
+
+    Data parallel (``world`` > 1, this process being ``rank``): hapi's ``fit`` shards only a
+    ``Dataset`` it is given, so the shard is made here. The train loader draws from a
+    ``DistributedBatchSampler`` (``DataLoader.batch_size`` images per rank and step; it pads the
+    set with up to ``world - 1`` repeated samples so every rank runs the same number of steps, and
+    shuffles with its own ``RandomState(epoch)``: the trainer sets that epoch, see
+    ``utils.distributed.EpochShuffle``). The val loader covers this rank's contiguous block of the
+    validation set (``utils.distributed.shard_range``; no padding, so no sample is counted twice).
     """
     lc = cfg["DataLoader"]
     _check_loader_cfg(lc)
-    if lc["drop_last"] and len(bundle.train) < lc["batch_size"]:
-        raise ConfigError(f"DataLoader.drop_last with batch_size {lc['batch_size']} and {len(bundle.train)} "
-                          f"training samples gives no batch: lower batch_size or set drop_last false")
-    train = _loader(bundle.train, lc["batch_size"], lc["shuffle"], lc["drop_last"], lc)
-    val = build_eval_loader(cfg, bundle.val) if bundle.val is not None else None
+    per_rank = -(-len(bundle.train) // world)
+    if lc["drop_last"] and per_rank < lc["batch_size"]:
+        shard = f" per process ({world} processes)" if world > 1 else ""
+        raise ConfigError(f"DataLoader.drop_last with batch_size {lc['batch_size']} and {per_rank} "
+                          f"training samples{shard} gives no batch: lower batch_size or set drop_last false")
+    if world > 1:
+        sampler = paddle.io.DistributedBatchSampler(bundle.train, batch_size=lc["batch_size"], num_replicas=world,
+                                                    rank=rank, shuffle=lc["shuffle"], drop_last=lc["drop_last"])
+        train = _loader(bundle.train, lc["batch_size"], lc["shuffle"], lc["drop_last"], lc, batch_sampler=sampler)
+    else:
+        train = _loader(bundle.train, lc["batch_size"], lc["shuffle"], lc["drop_last"], lc)
+    val = None
+    if bundle.val is not None:
+        dataset = bundle.val
+        if world > 1:
+            from utils.distributed import shard_range
+
+            lo, hi = shard_range(len(dataset), rank, world)
+            dataset = dataset.subset(np.arange(lo, hi))
+        val = build_eval_loader(cfg, dataset)
     return train, val
 
 

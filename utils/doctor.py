@@ -985,6 +985,9 @@ class GradMonitor(ClipGradBase):
         d = self.doctor
         pg = [(p, g) for p, g in params_grads if g is not None]
         ok = not d.nonfinite_pending
+        sync = getattr(d, "sync_flag", None)
+        if sync is not None:  # data parallel: every rank skips the (all-reduced) update alike
+            ok = not sync(not ok)
         if ok and d.measure_grads and pg:
             ok = self._measure(pg)
         if not ok:
@@ -1089,13 +1092,17 @@ class Doctor(Callback):
             last step).
         grad_every: global gradient norm (and clipping) every N steps.
         verbose: 0 prints only warnings and errors; 1 also the informational findings at the end.
+        sync_flag: data parallel: ``flag -> flag on any rank`` (``utils.distributed.any_rank``). A NaN
+            input or loss is seen by one rank but the gradients are averaged over all: every rank
+            must skip the update of that step, or the ranks' weights part.
 
     Hooks only route; :meth:`diagnose` decides (the pure rules over what was collected).
     """
 
     def __init__(self, progress, context, run_dir=None, writer=None, print_fn=print, lang="en",
-                 sample_every=50, grad_every=10, verbose=1):
+                 sample_every=50, grad_every=10, verbose=1, sync_flag=None):
         super().__init__()
+        self.sync_flag = sync_flag
         if lang not in UI:
             raise UserError(f"Doctor.lang: {lang!r} is not one of {list(UI)}")
         for key, v in (("Doctor.sample_every", sample_every), ("Doctor.grad_every", grad_every)):
@@ -1393,11 +1400,12 @@ def run_context(cfg, bundle=None, network=None, steps_per_epoch=0):
                       steps_per_epoch=int(steps_per_epoch), total_steps=int(steps_per_epoch) * epochs)
 
 
-def build_doctor(cfg, bundle, network, progress, steps_per_epoch, run_dir=None, writer=None, print_fn=print):
+def build_doctor(cfg, bundle, network, progress, steps_per_epoch, run_dir=None, writer=None, print_fn=print,
+                 sync_flag=None):
     """The :class:`Doctor` of the ``Doctor`` config section for this run."""
     d = cfg["Doctor"]
     return Doctor(progress, run_context(cfg, bundle, network, steps_per_epoch), run_dir, writer, print_fn,
-                  d["lang"], d["sample_every"], d["grad_every"], int(cfg["Global"]["verbose"]))
+                  d["lang"], d["sample_every"], d["grad_every"], int(cfg["Global"]["verbose"]), sync_flag)
 
 
 # ----------------------------------------------------------------------------- offline
