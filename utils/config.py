@@ -185,6 +185,17 @@ SCHEMA = {
         "sample_every": Key(int, 50, "Per-layer activation and gradient statistics every N steps (and at the first and last step)."),
         "grad_every": Key(int, 10, "Global gradient norm and clipping statistics every N steps."),
     },
+    # Fine-tuning (utils/finetune.py). Patterns name parameters as model.named_parameters() does
+    # (layer1.0.conv1.weight, fc.bias); BatchNorm running statistics are not parameters here.
+    "FineTune": {
+        "freeze": Key(list, [], "Parameter-name patterns frozen for the whole run (stop_gradient: no update, no weight decay). A name without wildcards is that parameter or the whole layer (layer1 = layer1.*); with * ? [ ] it is an fnmatch glob over the full name (* crosses dots); re:REGEX is a regular expression searched in the name. A pattern matching no parameter is an error listing the names.", nullable=True),
+        "freeze_bn": Key(bool, True, "BatchNorm layers whose weight and bias are all frozen normalise with their running mean/var and stop updating them (as timm and PaddleClas freeze BN), so frozen layers stay bit-identical; false = they keep batch statistics and update the running ones in train mode."),
+        "lr_mult": Key(dict, {}, "{pattern: multiplier}: per-parameter learning-rate multipliers (Paddle's ParamAttr learning_rate, honoured by every optimizer; L2 and AdamW decay scale with it). Patterns as in freeze; the FIRST pattern in the order written that matches a parameter decides, unmatched parameters keep 1; 0 freezes. A pattern that matches nothing, or only parameters an earlier pattern took, is an error.", nullable=True),
+        "head_epochs": Key(int, 0, "Two-stage fine-tuning: for the first N epochs only the head trains (the body frozen, its BatchNorm on running statistics); from epoch N+1 the body trains too, at body_lr_mult. N >= Global.epochs keeps the body frozen throughout (linear probe). 0 = off. The stage follows the epoch, so a resumed run picks it up."),
+        "head": Key(list, None, "Patterns of the head for head_epochs; null = the model's last Linear layer plus every parameter the pretrained weights did not provide (a new stem must learn too)."),
+        "body_lr_mult": Key(float, 0.1, "head_epochs, second stage: learning-rate multiplier of the body (an lr_mult pattern still decides for the parameters it matches)."),
+        "pretrained_exclude": Key(list, [], "Patterns of parameters NOT loaded from Global.pretrained_model even when name and shape match: a fresh head when the new task has as many classes as the old one.", nullable=True),
+    },
 }
 
 # Keys an open section accepts beyond its schema (checked later by their owner).

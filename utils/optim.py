@@ -8,7 +8,9 @@ Contract with the training engine:
   after every training iteration and ``scheduler.eval_step(metrics)`` after every validation.
   ``scheduler.last_epoch`` is therefore the global iteration count (0 before the first step).
 * :func:`build_optimizer` builds the Paddle optimizer (no parameter groups: hapi rejects them;
-  per-parameter LR multipliers set with ``paddle.ParamAttr(learning_rate=m)`` keep working).
+  per-parameter LR multipliers set with ``paddle.ParamAttr(learning_rate=m)`` keep working; the
+  ``FineTune`` section sets them, and freezes, through ``utils/finetune.py``). It gets every
+  parameter, frozen ones included, so a parameter unfrozen later (two-stage fine-tuning) trains.
 * :func:`build_loss` returns cross-entropy with optional label smoothing.
 * :func:`schedule_warnings` returns human-readable warnings about a schedule that is probably
   not what the user meant; :func:`current_lr` returns the LR the optimizer uses next.

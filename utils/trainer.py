@@ -22,7 +22,10 @@ def configure_threads(num_threads=0):
     ~160 img/s with 2 threads vs ~120 with 1. The variable must be set before paddle is
     imported, so tools call this first. An explicit OMP_NUM_THREADS in the environment wins.
     """
-    n = num_threads or os.cpu_count() or 1
+    # Data parallel on one machine: the launcher's processes share the cores (PADDLE_LOCAL_SIZE of
+    # them; read here, not via utils.distributed, which imports paddle).
+    local = max(1, int(os.environ.get("PADDLE_LOCAL_SIZE") or 1))
+    n = num_threads or max(1, (os.cpu_count() or 1) // local)
     if "paddle" in sys.modules:
         return int(os.environ.get("OMP_NUM_THREADS", "1"))
     os.environ.setdefault("OMP_NUM_THREADS", str(n))
@@ -92,6 +95,10 @@ def _record_data(cfg, bundle):
     cfg["Transforms"]["std"] = [round(float(s), 6) for s in bundle.std]
 
 
+def _quiet(*args, **kwargs):
+    pass
+
+
 def _vdl_writer(run_dir):
     from visualdl import LogWriter
 
@@ -108,6 +115,14 @@ def train(cfg, print_fn=print, callbacks=()):
     directory: weights, optimizer and LR schedule, epoch and step, early-stopping state.
     ``callbacks``: extra hapi callbacks, added as listeners: they get every hapi hook and
     ``on_eval_end(logs)`` after each validation (``tools/tune.py`` reports to Optuna this way).
+
+    Under ``python -m paddle.distributed.launch --nproc_per_node N`` (see ``utils/distributed.py``)
+    every rank trains on its shard with ``DataLoader.batch_size`` images per step (the global
+    batch is N times that; the learning rate is not scaled for you); evaluation metrics are those
+    of the whole validation set on every rank; rank 0 alone prints and writes the run directory
+    (config, checkpoints, metrics.json, VisualDL log, diagnosis.json). The other ranks print one
+    line at the end (at ``Global.verbose`` >= 1) with a digest of their final weights. Every rank
+    returns the same metrics dict.
     """
     import paddle
     from paddle.utils import unique_name
@@ -125,7 +140,8 @@ def train(cfg, print_fn=print, callbacks=()):
 def _train(cfg, print_fn, paddle, extra_callbacks=()):
     from models.summary import model_summary
     from utils import callbacks as cb
-    from utils.checkpoint import CheckpointStore, load_matching, load_optimizer, load_state, load_weights, \
+    from utils import distributed as dp
+    from utils.checkpoint import CheckpointStore, load_optimizer, load_state, load_weights, \
         resolve_checkpoint, save_json
     from utils.config import dump_config
     from utils.data import build_datasets, build_loaders
@@ -134,6 +150,11 @@ def _train(cfg, print_fn, paddle, extra_callbacks=()):
     g = cfg["Global"]
     t_start = time.time()
     device = select_device(g["device"])
+    rank, world = dp.init()
+    main = rank == 0
+    rank_print = print_fn  # the one line every rank prints at the end
+    if not main:
+        print_fn = _quiet  # errors still reach each rank's log (--log_dir/workerlog.N) as exceptions
     cb.seed_everything(g["seed"])
 
     resume = resolve_checkpoint(g["checkpoints"]) if g["checkpoints"] else None
@@ -144,19 +165,31 @@ def _train(cfg, print_fn, paddle, extra_callbacks=()):
     if resume and state.get("early_stopping", {}).get("stop_reason"):
         raise UserError(f"{resume}: that run stopped early ({state['early_stopping']['stop_reason']}); "
                         f"start a new run, e.g. with -o Global.pretrained_model={os.path.dirname(resume)}/best_model")
+    if resume:
+        was = state.get("data_parallel", {}).get("world_size", 1)
+        if was != world:
+            raise UserError(f"{resume}: that run trained with {was} process{'es' if was > 1 else ''}, this one has {world}: the global "
+                            f"batch and the steps per epoch would change under the LR schedule. Resume it with "
+                            f"{'python tools/train.py' if was == 1 else f'--nproc_per_node {was}'}, or start a new "
+                            f"run from its weights with -o Global.pretrained_model={os.path.dirname(resume)}/latest")
 
     bundle = build_datasets(cfg)
-    train_loader, val_loader = build_loaders(cfg, bundle)
+    train_loader, val_loader = build_loaders(cfg, bundle, rank, world)
     _record_data(cfg, bundle)
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
         raise UserError("the training loader is empty: lower DataLoader.batch_size or set DataLoader.drop_last=false")
 
     network = build_network(cfg, bundle)
-    if g["pretrained_model"] and not resume:
-        loaded, skipped = load_matching(network, g["pretrained_model"])
-        print_fn(f"pretrained: loaded {len(loaded)} tensors from {g['pretrained_model']}, skipped {len(skipped)}"
-                 + ("".join(f"\n  skipped {s}" for s in skipped)))
+    # --- fine-tuning (utils/finetune.py): Global.pretrained_model (not on resume) with its report,
+    # FineTune.freeze / lr_mult (before the optimizer and DataParallel see the parameters); the
+    # two-stage callback rides with the extra callbacks (it follows the global epoch, so resumes need no state).
+    from utils.finetune import setup_finetune
+
+    finetune_cb = setup_finetune(cfg, network, print_fn, resume_state=state if resume else None)
+    if finetune_cb is not None:
+        extra_callbacks = [*extra_callbacks, finetune_cb]
+    # --- end fine-tuning
     side = network_input_side(bundle)
     summary = model_summary(network, [1, bundle.in_channels, side, side])
     flops = f", {summary['flops'] / 1e6:.1f} MFLOPs (multiply-adds)" if g["print_flops"] and summary.get("flops") else ""
@@ -170,18 +203,20 @@ def _train(cfg, print_fn, paddle, extra_callbacks=()):
     for w in schedule_warnings(cfg, g["epochs"]):
         print_fn(f"warning: {w}")
 
-    run_dir = os.path.dirname(resume) if resume else new_run_dir(cfg)
+    # Rank 0 creates the run directory (a timestamp name would differ across ranks) and tells the others.
+    run_dir = os.path.dirname(resume) if resume else dp.on_main(lambda: new_run_dir(cfg))
     store = CheckpointStore(run_dir)
-    if resume:
+    if resume:  # every rank loads the same checkpoint (multi-node: the run directory on every node)
         load_weights(network, resume)
         load_optimizer(optimizer, resume)
-    dump_config(cfg, os.path.join(run_dir, "config.yml"))
+    if main:
+        dump_config(cfg, os.path.join(run_dir, "config.yml"))
 
     topk = topk_for(cfg, bundle.num_classes)
-    model = paddle.Model(network)
+    model = paddle.Model(network)  # with world > 1 hapi wraps the network in DataParallel here
     model.prepare(optimizer, loss_fn, paddle.metric.Accuracy(topk=(1,), name="acc"))
 
-    progress = cb.Progress(g["seed"], g["epochs"], steps_per_epoch)
+    progress = cb.Progress(g["seed"], g["epochs"], steps_per_epoch, rank=rank)
     es_cfg = dict(cfg["EarlyStopping"])
     if val_loader is None:
         print_fn("warning: no validation set (Data.val_split is 0 and the data has no val split): "
@@ -191,9 +226,11 @@ def _train(cfg, print_fn, paddle, extra_callbacks=()):
     stateful = {"progress": progress}
     if es_cfg["enable"]:
         stateful["early_stopping"] = stopper
+    if world > 1:
+        stateful["data_parallel"] = _Static({"world_size": world})
     ck = cfg["Checkpoint"]
     checkpointer = cb.Checkpointer(store, progress, stateful, es_cfg["monitor"], es_cfg["mode"],
-                                   ck["save_best"], ck["save_last"], ck["save_every_epochs"])
+                                   ck["save_best"], ck["save_last"], ck["save_every_epochs"], write=main)
     if resume:
         for name, obj in stateful.items():
             if name in state:
@@ -211,9 +248,14 @@ def _train(cfg, print_fn, paddle, extra_callbacks=()):
     # as the VisualDL section says. The evaluation keeps its logits for them: one val pass per eval.
     from utils.vdl import LastEval, build_logger
 
-    eval_fn = LastEval(network, val_loader, topk, cfg["Loss"]["label_smoothing"])
+    vdl = cfg["VisualDL"]
+    if world > 1:  # each rank evaluates its block; rank 0's logger gets the gathered logits
+        wants_logits = vdl["enable"] and bool(vdl["sample_images"] or vdl["confidence_histogram"] or vdl["pr_curves"])
+        eval_fn = dp.ShardedEval(network, val_loader, topk, cfg["Loss"]["label_smoothing"], keep_logits=wants_logits)
+    else:
+        eval_fn = LastEval(network, val_loader, topk, cfg["Loss"]["label_smoothing"])
     writer = None
-    if cfg["VisualDL"]["enable"]:
+    if vdl["enable"] and main:
         writer = _vdl_writer(run_dir)
         # add_hparams runs in the logger's on_train_end, before the writer is closed below
         listeners.append(build_logger(cfg, writer, progress, lr_fn, eval_fn, bundle,
@@ -224,7 +266,9 @@ def _train(cfg, print_fn, paddle, extra_callbacks=()):
     if cfg["Doctor"]["enable"]:
         from utils.doctor import build_doctor
 
-        doctor = build_doctor(cfg, bundle, network, progress, steps_per_epoch, run_dir, writer, print_fn)
+        # every rank runs it (its stop decisions must agree); rank 0 alone prints and writes
+        doctor = build_doctor(cfg, bundle, network, progress, steps_per_epoch, run_dir if main else None, writer,
+                              print_fn, sync_flag=dp.any_rank if world > 1 else None)
         if resume and "doctor" in state:
             doctor.load_state_dict(state["doctor"])
         stateful["doctor"] = doctor  # saved with every checkpoint (the Checkpointer holds this dict)
@@ -236,10 +280,19 @@ def _train(cfg, print_fn, paddle, extra_callbacks=()):
     nan_guard = cb.StopOnNaN(progress)
     # Without a val set the listeners still get their training hooks; nothing calls on_eval_end.
     evaluation = [evaluator] if val_loader is not None else []
-    callbacks = [progress, nan_guard, *evaluation, *listeners,
+    agree = None
+    parallel = []
+    if world > 1:
+        # after Progress (it sets the epoch), before anything that reads the step's loss
+        parallel = [dp.EpochShuffle(train_loader.batch_sampler, progress, g["seed"]), dp.SyncTrainLogs(network)]
+        agree = dp.AgreeStop(lambda: nan_guard.reason or stopper.stop_reason or (doctor.stop_reason if doctor else None))
+    callbacks = [progress, *parallel, nan_guard, *evaluation, *listeners,
                  paddle.callbacks.LRScheduler(by_step=False, by_epoch=False)]  # we step it: LRStepper
+    if agree is not None:
+        callbacks.append(agree)  # last: after every callback that may ask to stop
 
-    print_fn(f"run directory: {run_dir}  ({device}, {os.environ.get('OMP_NUM_THREADS', '?')} threads, "
+    procs = f", {world} processes x {cfg['DataLoader']['batch_size']} images per step" if world > 1 else ""
+    print_fn(f"run directory: {run_dir}  ({device}, {os.environ.get('OMP_NUM_THREADS', '?')} threads{procs}, "
              f"{len(bundle.train)} train / {len(bundle.val) if bundle.val is not None else 0} val images, {steps_per_epoch} steps/epoch)")
     model.stop_training = False  # hapi never resets it between fit() calls
     remaining = g["epochs"] - progress.epochs_done
@@ -254,11 +307,16 @@ def _train(cfg, print_fn, paddle, extra_callbacks=()):
         if writer is not None:
             writer.close()
 
-    stop_reason = nan_guard.reason or stopper.stop_reason or (doctor.stop_reason if doctor else None)  # doctor: NaN input/weights
+    stop_reason = (nan_guard.reason or stopper.stop_reason or (doctor.stop_reason if doctor else None)  # doctor: NaN input/weights
+                   or (agree.reason if agree else None))
     restored = False
-    if es_cfg["enable"] and es_cfg["restore_best"] and store.exists("best_model"):
-        load_weights(network, store.prefix("best_model"))
-        restored = True
+    if es_cfg["enable"] and es_cfg["restore_best"]:
+        # rank 0 reads its own file; the others receive the weights (no shared file system needed)
+        restored = dp.broadcast_object(store.exists("best_model") if main else None)
+        if restored:
+            if main:
+                load_weights(network, store.prefix("best_model"))
+            dp.broadcast_weights(network)
     last_eval = evaluator.history[-1] if evaluator.history else None
     metrics = {
         "config": cfg["_meta"]["config_path"],
@@ -277,7 +335,10 @@ def _train(cfg, print_fn, paddle, extra_callbacks=()):
         "flops": summary.get("flops"),
         "history": evaluator.history,
     }
-    save_json(metrics, os.path.join(run_dir, "metrics.json"))
+    if world > 1:
+        metrics.update(world_size=world, global_batch_size=world * cfg["DataLoader"]["batch_size"])
+    if main:
+        save_json(metrics, os.path.join(run_dir, "metrics.json"))
     best = checkpointer.best_metrics or {}
     if stop_reason:
         print_fn(f"stopped: {stop_reason}")
@@ -285,8 +346,25 @@ def _train(cfg, print_fn, paddle, extra_callbacks=()):
         mon = es_cfg["monitor"]
         print_fn(f"best {mon} {best.get(mon, float('nan')):.4f} at epoch {best.get('epoch')}; "
                  f"wall time {metrics['wall_time_s']:.1f}s; run directory {run_dir}")
+    if world > 1 and g["verbose"] >= 1:
+        # one line per rank (each in its --log_dir/workerlog.N): the same digest on every rank = the same weights
+        rank_print(f"rank {rank}/{world}: epochs_run {metrics['epochs_run']} global_step {progress.global_step} "
+                   f"stopped_early {metrics['stopped_early']} weights {dp.state_digest(network)}")
     metrics["run_dir"] = run_dir
     return metrics
+
+
+class _Static:
+    """A fixed dict saved with every checkpoint (``state_dict``/``load_state_dict`` like the callbacks)."""
+
+    def __init__(self, state):
+        self.state = dict(state)
+
+    def state_dict(self):
+        return dict(self.state)
+
+    def load_state_dict(self, state):
+        pass  # the resumed run's own values stand (checked against the checkpoint's before)
 
 
 def read_metrics(run_dir):
