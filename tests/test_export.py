@@ -305,13 +305,18 @@ def test_big_image_for_a_model_without_resize_is_resized(digits, predictor, tmp_
 
 # --------------------------------------------------------------------------- PaddleX
 
-def _paddlex_ready():
-    return all(importlib.util.find_spec(m) for m in ("paddlex", "cv2", "pypdfium2"))
+def _paddlex_missing():
+    return [m for m in ("paddlex", "cv2", "pypdfium2") if importlib.util.find_spec(m) is None]
 
 
-@pytest.mark.skipif(not _paddlex_ready(), reason="needs paddlex with opencv-contrib-python and pypdfium2 "
-                                                  "(pip install paddlex opencv-contrib-python==4.10.0.84 pypdfium2)")
 def test_paddlex_runs_the_export_offline(digits, predictor, rgb):
+    """Runs in .ci/run's separate PaddleX environment (requirements-paddlex.txt, REQUIRE_PADDLEX=1)."""
+    missing = _paddlex_missing()
+    if missing:
+        why = f"{', '.join(missing)} not installed (pip install -r requirements-paddlex.txt, in its own venv)"
+        if os.environ.get("REQUIRE_PADDLEX") == "1":
+            pytest.fail(f"REQUIRE_PADDLEX=1 but {why}")
+        pytest.skip(why)
     import paddlex
 
     for export_dir, images in ((digits["export"], digits["pngs"][:8]),
