@@ -1,6 +1,6 @@
 """Draw a run as PNG files: curves, a training batch, weights, feature maps, attention, predictions, confusion.
 
-    python tools/visualize.py curves RUN [RUN ...]          # loss / accuracy / LR, runs overlaid
+    python tools/visualize.py curves RUN [RUN ...]          # loss / accuracy (regression: MAE) / LR, runs overlaid
     python tools/visualize.py batch -c CONFIG               # a training batch after augmentation
     python tools/visualize.py weights RUN                   # first-layer filters, weight histograms
     python tools/visualize.py features RUN IMAGE [--layers NAME ...]
@@ -79,6 +79,18 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+# Commands about images or classes: a regression run (Global.task: regression) has neither.
+CLASSIFICATION_ONLY = {"batch": "draws training images", "features": "draws feature maps of an image",
+                       "attention": "draws attention over an image", "predictions": "draws class predictions",
+                       "confusion": "draws a confusion matrix of classes"}
+
+
+def _classification_only(cfg, cmd):
+    if cmd in CLASSIFICATION_ONLY and cfg["Global"].get("task") == "regression":
+        raise UserError(f"{cmd}: regression run (Global.task: regression, Data.name {cfg['Data']['name']}): {cmd} "
+                        f"{CLASSIFICATION_ONLY[cmd]}; use curves (loss, MAE, RMSE) or tools/eval.py (MAE/RMSE)")
+
+
 def _default_out(run_dir, command):
     return os.path.join(run_dir, "vis", f"{command}.png")
 
@@ -105,11 +117,13 @@ def main(argv=None):
         else:
             cfg = open_config(args.config, args.override)
             out = args.out or os.path.join("vis", f"batch_{cfg['_meta']['config_name']}.png")
+        _classification_only(cfg, "batch")
         from utils.visualize import plot_batch
 
         res = plot_batch(cfg, out, epoch=args.epoch)
     else:
         run = open_run(args.run, args.checkpoint, args.config, args.override)
+        _classification_only(run.cfg, cmd)
         out = args.out or _default_out(run.run_dir, cmd)
         from utils import visualize as vis
 

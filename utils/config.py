@@ -61,7 +61,11 @@ class Key:
 OPTIMIZERS = ("SGD", "Momentum", "Adam", "AdamW", "RMSProp", "Adadelta")
 SCHEDULES = ("constant", "step", "multistep", "exponential", "inverse_time", "cosine",
              "polynomial", "onecycle", "plateau")
-DATASETS = ("digits", "cifar10", "cifar100", "folder", "filelist")
+DATASETS = ("digits", "cifar10", "cifar100", "folder", "filelist", "diabetes")
+# Global.task: what each dataset is for, which losses each task takes, the metrics its evaluation reports.
+REGRESSION_DATASETS = ("diabetes",)
+TASK_LOSSES = {"classification": ("CrossEntropy",), "regression": ("mse", "smooth_l1")}
+REGRESSION_METRICS = ("loss", "mae", "rmse")
 
 SCHEMA = {
     "Global": {
@@ -78,6 +82,7 @@ SCHEMA = {
         "pretrained_model": Key(str, None, "Load matching weights from this .pdparams file (or prefix) before training."),
         "print_flops": Key(bool, True, "Print parameter count and FLOPs at start."),
         "verbose": Key(int, 1, "0 = quiet, 1 = one line per epoch and log period, 2 = also the model summary."),
+        "task": Key(str, "classification", "classification (class labels, cross-entropy, accuracy) or regression (one real-valued target: Loss.name mse or smooth_l1, metrics loss/mae/rmse in target units, EarlyStopping on mae by default; Data.name diabetes).", choices=("classification", "regression")),
     },
     "Arch": {
         "name": Key(str, "gmlp_tiny", "Registered model name (python -c 'import models; print(models.list_models())')."),
@@ -98,6 +103,9 @@ SCHEMA = {
         "classes": Key(list, None, "Keep only these classes (names or indices) and relabel them 0..k-1: simplify the problem to iterate fast."),
         "fraction": Key(float, 1.0, "Keep this fraction of the training samples (stratified)."),
         "preload": Key((bool, str), "auto", "folder/filelist: decode all images into memory once (true), at every access (false), or auto (preload when the decoded images take < 1 GB).", choices=("auto", True, False)),
+        "normalize_target": Key(bool, True, "regression: train on (target - target_mean) / target_std; predictions are mapped back, so MAE/RMSE are always in target units. Off, large targets (diabetes: 25..346) make the MSE start near mean(target^2) and explode or stall."),
+        "target_mean": Key(float, None, "regression: target mean for normalize_target; null = computed on the training split (written into the run's config.yml, which eval and export read)."),
+        "target_std": Key(float, None, "regression: target std for normalize_target; null = computed on the training split."),
     },
     "DataLoader": {
         "batch_size": Key(int, 128, "Training batch size."),
@@ -114,7 +122,7 @@ SCHEMA = {
         "std": Key((list, str), None, "Per-channel std for Normalize; 'auto' computes it; null = dataset default."),
     },
     "Loss": {
-        "name": Key(str, "CrossEntropy", "Loss function.", choices=("CrossEntropy",)),
+        "name": Key(str, "CrossEntropy", "Loss function: CrossEntropy (classification), mse or smooth_l1 (regression; Huber with delta 1 in normalized target units). With Global.task: regression the default is mse.", choices=("CrossEntropy", "mse", "smooth_l1")),
         "label_smoothing": Key(float, 0.0, "Label smoothing epsilon (0 = off)."),
     },
     "Metric": {
@@ -156,8 +164,8 @@ SCHEMA = {
     },
     "EarlyStopping": {
         "enable": Key(bool, True, "Stop when the monitored validation metric stops improving."),
-        "monitor": Key(str, "acc", "Validation metric: acc, loss or acc_top5."),
-        "mode": Key(str, "max", "max (accuracy) or min (loss); explicit, never guessed.", choices=("min", "max")),
+        "monitor": Key(str, "acc", "Validation metric: acc, loss or acc_top5; regression: mae (its default there), rmse or loss."),
+        "mode": Key(str, "max", "max (accuracy) or min (loss); explicit, never guessed. Regression: min unless set.", choices=("min", "max")),
         "patience": Key(int, 10, "Evaluations without improvement before stopping."),
         "min_delta": Key(float, 0.0, "An improvement must beat the best so far by more than this."),
         "restore_best": Key(bool, True, "At the end, load the best weights back into the model (they are also saved as best)."),
@@ -196,6 +204,21 @@ SCHEMA = {
         "body_lr_mult": Key(float, 0.1, "head_epochs, second stage: learning-rate multiplier of the body (an lr_mult pattern still decides for the parameters it matches)."),
         "pretrained_exclude": Key(list, [], "Patterns of parameters NOT loaded from Global.pretrained_model even when name and shape match: a fresh head when the new task has as many classes as the old one.", nullable=True),
     },
+    # EMA of the weights (utils/ema.py); PaddleClas's EMA section has `decay` too.
+    "EMA": {
+        "enable": Key(bool, False, "Keep an exponential moving average of the weights and of the BatchNorm running statistics; every evaluation evaluates both (eval/* raw, eval_ema/* EMA), best_model is whichever is better (\"weights\": ema or raw in the metrics), ema.pdparams is saved beside latest and a resume continues the average exactly."),
+        "decay": Key(float, 0.999, "Decay per update, in (0, 1): the average spans about 1/(1-decay) updates."),
+        "warmup": Key(bool, True, "Decay of the n-th update is min(decay, (1+n)/(10+n)) (PaddleClas / TensorFlow num_updates), so early averages follow the weights."),
+        "every_iters": Key(int, 1, "Update the average every N training iterations."),
+    },
+    # Mixed precision (utils/amp.py), PaddleClas's AMP key names; hapi's Model.prepare(amp_configs=...).
+    "AMP": {
+        "level": Key(str, None, "Mixed precision on GPU: O1 (float16 where safe, float32 weights) or O2 (float16 weights); null = float32. On CPU it is ignored with a warning (Paddle's AMP needs a GPU).", choices=("O1", "O2")),
+        "scale_loss": Key(float, 32768.0, "Initial loss scaling (GradScaler init_loss_scaling)."),
+        "use_dynamic_loss_scaling": Key(bool, True, "Adapt the loss scaling to overflows (skipped steps) during training."),
+        "custom_white_list": Key(list, [], "Op names forced to float16 (auto_cast custom_white_list)."),
+        "custom_black_list": Key(list, [], "Op names kept in float32 (auto_cast custom_black_list)."),
+    },
 }
 
 # Keys an open section accepts beyond its schema (checked later by their owner).
@@ -226,18 +249,29 @@ def _key_lines(path, text):
     return lines
 
 
-def _read_yaml(path):
+def read_yaml_text(path, missing):
+    """(data, text) of a YAML file read with ``yaml.safe_load``.
+
+    Raises:
+        ConfigError: ``missing`` when there is no such file; ``path:line: malformed YAML: ...``
+            when it does not parse.
+    """
     if not os.path.isfile(path):
-        raise ConfigError(f"config file not found: {path} (pass an existing YAML file with -c, e.g. configs/gmlp_digits.yml)")
+        raise ConfigError(missing)
     with open(path, encoding="utf-8") as f:
         text = f.read()
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text), text
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ConfigError(f"{path}{line}: malformed YAML: {problem} (check indentation and the ':' after each key)") from None
+
+
+def _read_yaml(path):
+    data, text = read_yaml_text(path, f"config file not found: {path} (pass an existing YAML file with -c, "
+                                      f"e.g. configs/gmlp_digits.yml)")
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -315,7 +349,69 @@ def validate(cfg, origin=None):
                 raise ConfigError(f"{where}: unknown key '{sec}.{k}'{did_you_mean(k, SCHEMA[sec])}; "
                                   f"valid keys of {sec}: {', '.join(SCHEMA[sec])}")
             out[sec][k] = key.check(v, f"{where}: {sec}.{k}")
+    explicit = {f"{sec}.{k}" for sec, body in cfg.items() if isinstance(body, dict) for k in body}
+    check_task(out, explicit, origin)
+    check_ema(out, origin)  # EMA.decay in (0, 1), EMA.every_iters >= 1
     return out
+
+
+def check_task(cfg, explicit=(), origin=None):
+    """``Global.task`` against the data, loss and monitored metrics; fills the regression defaults.
+
+    Regression: ``Loss.name`` defaults to mse, ``EarlyStopping.monitor`` to mae and its mode to
+    min, unless the config sets them (``explicit``: the 'Section.key' names it sets). A
+    classification loss, dataset or metric under regression (and the reverse) is a one-line
+    ConfigError naming both keys.
+    """
+    origin = origin or {}
+    task = cfg["Global"]["task"]
+
+    def fail(key, text):
+        where = origin.get(key) or origin.get("Global.task") or "config"
+        raise ConfigError(f"{where}: {key}: {text}")
+
+    regression = task == "regression"
+    data = cfg["Data"]["name"]
+    if regression and data not in REGRESSION_DATASETS:
+        fail("Data.name", f"{data!r} is a classification dataset but Global.task is regression "
+                          f"(regression datasets: {', '.join(REGRESSION_DATASETS)})")
+    if not regression and data in REGRESSION_DATASETS:
+        fail("Data.name", f"{data!r} is a regression dataset (one real-valued target) but Global.task is "
+                          f"classification: set Global.task: regression")
+    if regression and "Loss.name" not in explicit:
+        cfg["Loss"]["name"] = "mse"
+    loss = cfg["Loss"]["name"]
+    if loss not in TASK_LOSSES[task]:
+        other = "regression" if not regression else "classification"
+        fail("Loss.name", f"{loss!r} is a {other} loss but Global.task is {task}: use "
+                          f"{' or '.join(TASK_LOSSES[task])}")
+    if regression and cfg["Loss"]["label_smoothing"]:
+        fail("Loss.label_smoothing", f"{cfg['Loss']['label_smoothing']} applies to classification only, but "
+                                     f"Global.task is regression: remove it")
+    es = cfg["EarlyStopping"]
+    if regression:
+        if "EarlyStopping.monitor" not in explicit:
+            es["monitor"] = "mae"
+        if "EarlyStopping.mode" not in explicit:
+            es["mode"] = "min"
+    for key, value in (("EarlyStopping.monitor", es["monitor"]), ("LRScheduler.monitor", cfg["LRScheduler"]["monitor"])):
+        if regression and value not in REGRESSION_METRICS:
+            fail(key, f"{value!r} is not a metric of Global.task regression (it reports {', '.join(REGRESSION_METRICS)})")
+        if not regression and value in REGRESSION_METRICS and value != "loss":
+            fail(key, f"{value!r} is a regression metric but Global.task is classification "
+                      f"(it reports loss, acc, acc_topK)")
+
+
+def check_ema(cfg, origin=None):
+    """Ranges of the EMA keys (utils/ema.py); a ConfigError naming the key and where it was set."""
+    origin = origin or {}
+    e = cfg["EMA"]
+    if not 0.0 < e["decay"] < 1.0:
+        where = origin.get("EMA.decay", "config")
+        raise ConfigError(f"{where}: EMA.decay must be in (0, 1) (e.g. 0.999: an average over ~1000 steps), got {e['decay']}")
+    if e["every_iters"] < 1:
+        where = origin.get("EMA.every_iters", "config")
+        raise ConfigError(f"{where}: EMA.every_iters must be >= 1, got {e['every_iters']}")
 
 
 def load_config(path, overrides=()):

@@ -13,6 +13,8 @@ Sources (``Data.name``):
   JPEG/PNG/BMP files, searched recursively inside each class folder.
 * ``filelist``: PaddleClas/PaddleX lists ``relative/path.jpg label_id`` relative to data_dir;
   optional ``label_file`` with one class name per line or ``id name`` per line.
+* ``diabetes`` (``Global.task: regression``): scikit-learn's diabetes table, embedded: 442
+  samples x 10 raw features, target 25..346. A :class:`TabularDataset`; see :func:`_build_tabular`.
 
 Decisions (documented for users in the config help):
 
@@ -295,6 +297,13 @@ class DataBundle:
     name: str = ""
     train_transform: Optional[Compose] = None
     eval_transform: Optional[Compose] = None
+    # Regression (tabular data): the network sees num_features x 1 x 1 inputs (in_channels =
+    # num_features, image_size = 1) and one output; target_mean/std are the normalization of the
+    # target (None = not normalized): prediction * target_std + target_mean is in target units.
+    task: str = "classification"
+    num_features: Optional[int] = None
+    target_mean: Optional[float] = None
+    target_std: Optional[float] = None
 
     def summary(self):
         """One line: source, split sizes, classes, input shape, normalization."""
@@ -432,6 +441,141 @@ def _load_digits(cfg):
     labels = d.target.astype(np.int64)
     return _Source(ArrayStore(images), {"train": (np.arange(len(labels)), labels)},
                    [str(i) for i in range(10)], 1, where="digits (scikit-learn)")
+
+
+class TabularDataset(paddle.io.Dataset):
+    """A regression split of a feature table: yields ``(float32 [F, 1, 1], float32 [1])``.
+
+    ``features`` and ``targets`` are kept in their original units; each item is normalized on
+    the way out (features with the per-feature ``mean``/``std``, the target with
+    ``target_mean``/``target_std``; std 1 and mean 0 = unchanged). ``targets`` is the target
+    array in original units.
+    """
+
+    def __init__(self, features, targets, mean, std, target_mean=0.0, target_std=1.0, split="train"):
+        super().__init__()
+        self.features = np.asarray(features, np.float64)
+        self.targets = np.asarray(targets, np.float64)
+        self.mean = np.asarray(mean, np.float64)
+        self.std = np.asarray(std, np.float64)
+        self.target_mean = float(target_mean)
+        self.target_std = float(target_std)
+        self.split = split
+        self.class_names = None
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        x = ((self.features[i] - self.mean) / self.std).astype(np.float32)
+        y = np.array([(self.targets[i] - self.target_mean) / self.target_std], np.float32)
+        return x.reshape(-1, 1, 1), y
+
+    def subset(self, positions, split=None):
+        positions = np.asarray(positions, dtype=np.int64)
+        return TabularDataset(self.features[positions], self.targets[positions], self.mean, self.std,
+                              self.target_mean, self.target_std, split or self.split)
+
+    def __repr__(self):
+        return f"TabularDataset({self.split}: {len(self)} samples x {self.features.shape[1]} features)"
+
+
+def _load_diabetes():
+    """scikit-learn's diabetes table: 442 patients x 10 raw features (age, sex, bmi, bp, s1-s6),
+    target a disease-progression score 25..346 (mean 152, std 77)."""
+    from sklearn.datasets import load_diabetes
+
+    d = load_diabetes(scaled=False)
+    return d.data.astype(np.float64), d.target.astype(np.float64), list(d.feature_names)
+
+
+TABULAR = {"diabetes": _load_diabetes}
+
+
+def random_split(n, fraction, seed):
+    """(rest, picked) sample positions with ceil(n * fraction) picked at random (seeded), both sorted."""
+    k = int(np.ceil(n * fraction - 1e-9))
+    perm = np.random.RandomState(seed).permutation(n)
+    return np.sort(perm[k:]), np.sort(perm[:k])
+
+
+def _build_tabular(cfg):
+    """The :class:`DataBundle` of a regression table (``Data.name`` in :data:`TABULAR`).
+
+    Val is a seeded random ``Data.val_split`` of the samples (stratification needs classes);
+    ``Data.fraction`` subsamples train after that. Features are standardized per feature when
+    ``Transforms.train``/``eval`` hold ``Normalize`` (the default), with ``Transforms.mean``/``std``
+    as lists of one value per feature in the table's units (null or 'auto': computed on train);
+    the target with ``Data.normalize_target`` (``Data.target_mean``/``target_std``, null: computed
+    on train). Computed statistics are rounded to 6 significant decimals and are the ones used.
+    """
+    dc, tc = cfg["Data"], cfg["Transforms"]
+    name = dc["name"]
+    if not 0 <= dc["val_split"] < 1:
+        raise ConfigError(f"Data.val_split must be in [0, 1), got {dc['val_split']}")
+    if not 0 < dc["fraction"] <= 1:
+        raise ConfigError(f"Data.fraction must be in (0, 1], got {dc['fraction']}")
+    for key in ("classes", "image_size", "data_dir"):
+        if dc[key] is not None:
+            raise ConfigError(f"Data.{key} does not apply to the tabular dataset {name}: set it to null")
+    if dc["num_classes"] not in (None, 1):
+        raise ConfigError(f"Data.num_classes is {dc['num_classes']} but {name} is a regression table with one "
+                          f"target: set it to null")
+    features, targets, feature_names = TABULAR[name]()
+    nf = features.shape[1]
+    ops = {}
+    for key in ("train", "eval"):
+        names = [next(iter(op)) if isinstance(op, dict) else str(op) for op in (tc[key] or [])]
+        bad = [n for n in names if n != "Normalize"]
+        if bad:
+            raise ConfigError(f"Transforms.{key}: {bad[0]} does not apply to the tabular dataset {name} "
+                              f"(its samples are feature vectors): only Normalize, or an empty list")
+        ops[key] = bool(names)
+    if ops["train"] != ops["eval"]:
+        raise ConfigError("Transforms.train and Transforms.eval must both have Normalize or both not "
+                          f"(the tabular dataset {name} standardizes features in both or neither)")
+    rest, picked = random_split(len(targets), dc["val_split"], dc["split_seed"])
+    if dc["val_split"] > 0 and len(picked) == 0:
+        raise DataError(f"{name}: Data.val_split {dc['val_split']} leaves no validation sample")
+    if dc["fraction"] < 1:
+        keep = np.sort(np.random.RandomState(dc["split_seed"] + 1).permutation(len(rest))[
+            :max(1, int(np.ceil(len(rest) * dc["fraction"] - 1e-9)))])
+        rest = rest[keep]
+    x_train, y_train = features[rest], targets[rest]
+
+    def stat(key, computed):
+        v = tc[key]
+        if v is None or v == "auto":
+            return [round(float(c), 6) for c in computed]
+        if isinstance(v, str):
+            raise ConfigError(f"Transforms.{key}: expected a list of per-feature values or 'auto', got {v!r}")
+        if len(v) not in (1, nf) or not all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in v):
+            raise ConfigError(f"Transforms.{key}: {v!r} must list 1 or {nf} numbers (one per feature of {name})")
+        return [float(c) for c in v] * (nf if len(v) == 1 else 1)
+
+    mean = stat("mean", x_train.mean(axis=0))
+    std = stat("std", np.maximum(x_train.std(axis=0), 1e-6))
+    if any(v <= 0 for v in std):
+        raise ConfigError(f"Transforms.std: {std!r}: values must be > 0")
+    use_mean, use_std = (mean, std) if ops["train"] else ([0.0] * nf, [1.0] * nf)
+
+    t_mean = t_std = None
+    if dc["normalize_target"]:
+        t_mean = dc["target_mean"] if dc["target_mean"] is not None else round(float(y_train.mean()), 6)
+        t_std = dc["target_std"] if dc["target_std"] is not None else round(float(max(y_train.std(), 1e-6)), 6)
+        if t_std <= 0:
+            raise ConfigError(f"Data.target_std must be > 0, got {t_std}")
+    elif dc["target_mean"] is not None or dc["target_std"] is not None:
+        raise ConfigError("Data.target_mean/target_std are set but Data.normalize_target is false: "
+                          "set normalize_target: true or the statistics to null")
+
+    def make(pos, split):
+        return TabularDataset(features[pos], targets[pos], use_mean, use_std,
+                              t_mean if t_mean is not None else 0.0, t_std if t_std is not None else 1.0, split)
+
+    return DataBundle(train=make(rest, "train"), val=make(picked, "val") if len(picked) else None, test=None,
+                      num_classes=1, class_names=[], in_channels=nf, image_size=1, mean=mean, std=std,
+                      name=name, task="regression", num_features=nf, target_mean=t_mean, target_std=t_std)
 
 
 def _cifar_path(cfg, spec):
@@ -726,6 +870,8 @@ def build_datasets(cfg):
     """
     dc = cfg["Data"]
     name = dc["name"]
+    if name in TABULAR:
+        return _build_tabular(cfg)
     if not 0 <= dc["val_split"] < 1:
         raise ConfigError(f"Data.val_split must be in [0, 1), got {dc['val_split']}")
     if not 0 < dc["fraction"] <= 1:

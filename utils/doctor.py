@@ -128,6 +128,14 @@ PURITY_MARGIN = 0.5
 PURITY_MIN_SAMPLES = 5
 PURITY_MIN_BATCH = 8
 
+# Regression: targets not normalized whose root mean square (in the units the loss sees) is above
+# this are flagged: a freshly initialised network outputs O(1), so its MSE starts near mean(y^2).
+TARGET_RMS_MAX = 10.0
+# Regression: "still high" for flat losses = above this fraction of the loss of predicting the
+# training mean (1 - R^2 > 0.9). Noisy targets keep much of their variance (diabetes: R^2 ~0.5),
+# so the classification threshold (HIGH_LOSS_FRACTION of ln C) would call every such run a bottleneck.
+REGRESSION_HIGH_LOSS_FRACTION = 0.9
+
 SEVERITIES = ("error", "warn", "info")
 # Finding id -> the kind of source locate_nonfinite reports.
 NAN_SOURCES = {"nan_input": "input", "nan_weights": "weights", "nan_layer": "layer", "nan_op": "op",
@@ -383,6 +391,19 @@ MESSAGES = {
                "降低学习率（一次过大的更新就可能让神经元永久死亡），使用 kaiming 初始化、LeakyReLU 或 GELU，"
                "并检查是否有很大的负偏置"),
     },
+    "targets_not_normalized": {
+        "en": ("regression targets are not normalized (mean {target_mean:.4g}, std {target_std:.4g}): the training "
+               "loss started at {loss:.4g}, about mean(target^2) = {target_ms:.4g}, and the output layer has to grow "
+               "to that scale before anything else is learned, so the loss explodes at a usual learning rate or "
+               "crawls at a small one",
+               "set Data.normalize_target: true (the default; MAE/RMSE are still reported in target units and the "
+               "statistics are written into the run's config.yml), or divide the targets by hand"),
+        "zh": ("回归目标未归一化（均值 {target_mean:.4g}，标准差 {target_std:.4g}）：训练损失起始于 {loss:.4g}，约等于 "
+               "mean(目标^2) = {target_ms:.4g}；输出层必须先增长到这个量级才能学到别的，因此常用学习率下损失会爆炸，"
+               "小学习率下则几乎不动",
+               "设置 Data.normalize_target: true（默认值；MAE/RMSE 仍以目标的原始单位报告，统计量会写入运行目录的 "
+               "config.yml），或自行缩放目标"),
+    },
 }
 
 UI = {
@@ -494,10 +515,19 @@ class RunContext:
     clip_value: float = 1.0
     steps_per_epoch: int = 0        # 0 = unknown
     total_steps: int = 0            # planned training steps (0 = unknown)
+    task: str = "classification"    # Global.task
+    target_normalized: bool = True  # regression: Data.normalize_target
+    target_mean: float = None       # regression: training targets in the units the loss sees
+    target_std: float = None
+    baseline_loss: float = None     # regression: loss of predicting the training mean (the "chance level")
 
     @property
     def init_loss(self):
-        """Cross-entropy of a uniform prediction, ln(num_classes): the loss expected at init."""
+        """Cross-entropy of a uniform prediction, ln(num_classes): the loss expected at init.
+
+        Regression: the loss of predicting the training targets' mean (``baseline_loss``)."""
+        if self.task == "regression":
+            return float(self.baseline_loss) if self.baseline_loss else 1.0
         return math.log(max(int(self.num_classes), 2))
 
     @property
@@ -751,7 +781,8 @@ def rule_loss_patterns(evals, ctx):
     elif ts == "flat" and vs == "falling":
         out.append(Finding("data_problem", "warn", common, step, epoch))
     elif ts == "flat" and vs == "flat":
-        if t_last > HIGH_LOSS_FRACTION * ctx.init_loss:
+        high = REGRESSION_HIGH_LOSS_FRACTION if ctx.task == "regression" else HIGH_LOSS_FRACTION
+        if t_last > high * ctx.init_loss:
             out.append(Finding("bottleneck", "warn", {**common, "init_loss": ctx.init_loss}, step, epoch))
         else:
             out.append(Finding("converged", "info", common, step, epoch))
@@ -830,6 +861,19 @@ def rule_batch_purity(batch_purity, ctx):
     return []
 
 
+def rule_target_scale(train_loss, ctx):
+    """targets_not_normalized: a regression run on raw targets whose RMS exceeds TARGET_RMS_MAX."""
+    if ctx.task != "regression" or ctx.target_normalized or ctx.target_mean is None or not train_loss:
+        return []
+    mean, std = float(ctx.target_mean), float(ctx.target_std or 0.0)
+    ms = mean * mean + std * std
+    if math.sqrt(ms) <= TARGET_RMS_MAX:
+        return []
+    s, v = train_loss[0]
+    return [Finding("targets_not_normalized", "warn", {"target_mean": mean, "target_std": std, "target_ms": ms,
+                                                       "loss": v}, s, ctx.epoch_of(s))]
+
+
 def _names(items, limit=3):
     shown = ", ".join(items[:limit])
     return shown + (f", ... (+{len(items) - limit})" if len(items) > limit else "")
@@ -895,6 +939,7 @@ def diagnose(series, ctx):
     found += rule_gradients(series.grad_norm, series.clip or {}, ctx)
     found += rule_layer_gradients(series.grads, series.grads_step, ctx)
     found += rule_activations(series.layers, series.input_rms, series.layers_step, ctx)
+    found += rule_target_scale(series.train_loss, ctx)
     purity = rule_batch_purity(series.batch_purity, ctx)
     if purity:
         # Differential diagnosis: with class-sorted batches the loss jumps at every class change;
@@ -1175,7 +1220,7 @@ class Doctor(Callback):
             self._input_rms = x.astype("float32").square().mean().sqrt()
 
     def _network_output(self, layer, inputs, output):
-        if self.sample_layers_now and layer.training and not self._replaying:
+        if self.sample_layers_now and layer.training and not self._replaying and self.context.task != "regression":
             logits = _first_tensor(output)
             if logits is not None and logits.ndim == 2:
                 with paddle.no_grad():
@@ -1394,10 +1439,24 @@ def run_context(cfg, bundle=None, network=None, steps_per_epoch=0):
     dropout = _max_dropout(network) if network is not None else float(cfg.get("Arch", {}).get("dropout") or 0.0)
     o = cfg.get("Optimizer", {})
     epochs = int(cfg.get("Global", {}).get("epochs") or 0)
-    return RunContext(num_classes=int(num_classes), majority_rate=majority, n_val=n_val, dropout=dropout,
-                      augmentation=_has_augmentation(cfg.get("Transforms", {}).get("train")),
-                      grad_clip=o.get("grad_clip"), clip_value=float(o.get("clip_value") or 1.0),
-                      steps_per_epoch=int(steps_per_epoch), total_steps=int(steps_per_epoch) * epochs)
+    ctx = RunContext(num_classes=int(num_classes), majority_rate=majority, n_val=n_val, dropout=dropout,
+                     augmentation=_has_augmentation(cfg.get("Transforms", {}).get("train")),
+                     grad_clip=o.get("grad_clip"), clip_value=float(o.get("clip_value") or 1.0),
+                     steps_per_epoch=int(steps_per_epoch), total_steps=int(steps_per_epoch) * epochs)
+    if cfg.get("Global", {}).get("task") == "regression":
+        ctx.task, ctx.majority_rate = "regression", None
+        ctx.target_normalized = bool(cfg.get("Data", {}).get("normalize_target", True))
+        train = getattr(bundle, "train", None) if bundle is not None else None
+        if train is not None and getattr(train, "targets", None) is not None and len(train.targets):
+            from utils.optim import regression_loss_np
+
+            # the targets as the loss sees them (normalized or not)
+            y = (np.asarray(train.targets, np.float64) - train.target_mean) / train.target_std
+            ctx.target_mean, ctx.target_std = float(y.mean()), float(y.std())
+            ctx.baseline_loss = float(regression_loss_np(np.full_like(y, y.mean()), y,
+                                                         cfg.get("Loss", {}).get("name", "mse")).mean())
+            ctx.n_val = len(bundle.val) if getattr(bundle, "val", None) is not None else 0
+    return ctx
 
 
 def build_doctor(cfg, bundle, network, progress, steps_per_epoch, run_dir=None, writer=None, print_fn=print,

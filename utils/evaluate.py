@@ -1,4 +1,5 @@
-"""Evaluation over a whole loader: mean loss, top-k, per-class accuracy, confusion matrix.
+"""Evaluation over a whole loader: mean loss, top-k, per-class accuracy, confusion matrix;
+regression runs (``Global.task: regression``): loss, MAE, RMSE in target units (:class:`RegressionMetrics`).
 
 hapi's ``Model.evaluate`` reports the *last batch's* loss as the eval loss (its
 ``_run_one_epoch`` overwrites ``logs['loss']`` every batch), so a 5,000-image val set
@@ -25,7 +26,9 @@ def predict(network, loader):
             network.train()
     if not logits:
         return np.zeros((0, 0), np.float32), np.zeros((0,), np.int64)
-    return np.concatenate(logits), np.concatenate(labels).astype(np.int64)
+    labels = np.concatenate(labels)
+    # regression targets stay real-valued; class labels are int64
+    return np.concatenate(logits), labels if labels.dtype.kind == "f" else labels.astype(np.int64)
 
 
 def log_softmax(logits):
@@ -57,6 +60,37 @@ def summarize(logits, labels, topk=(1,), label_smoothing=0.0):
         out[name] = float((order[:, :k] == labels[:, None]).any(axis=1).mean())
     out["samples"] = int(n)
     return out
+
+
+class RegressionMetrics:
+    """Loss, MAE and RMSE of a regression evaluation.
+
+    Predictions and targets arrive in the units the network trains in (normalized when
+    ``Data.normalize_target``); the loss is computed there, as in training, and MAE/RMSE after
+    mapping both back with ``value * target_std + target_mean``: always in target units.
+    """
+
+    def __init__(self, loss="mse", target_mean=None, target_std=None):
+        self.loss = loss
+        self.target_mean = 0.0 if target_mean is None else float(target_mean)
+        self.target_std = 1.0 if target_std is None else float(target_std)
+
+    @classmethod
+    def from_bundle(cls, cfg, bundle):
+        return cls(cfg["Loss"]["name"], bundle.target_mean, bundle.target_std)
+
+    def denormalize(self, values):
+        return np.asarray(values, np.float64).reshape(-1) * self.target_std + self.target_mean
+
+    def __call__(self, preds, targets):
+        from utils.optim import regression_loss_np
+
+        n = len(np.asarray(targets).reshape(-1))
+        if n == 0:
+            return {"loss": float("nan"), "mae": float("nan"), "rmse": float("nan"), "samples": 0}
+        err = self.denormalize(preds) - self.denormalize(targets)
+        return {"loss": float(regression_loss_np(preds, targets, self.loss).mean()),
+                "mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err * err).mean())), "samples": int(n)}
 
 
 def confusion_matrix(logits, labels, num_classes):
@@ -101,6 +135,18 @@ def evaluate_run(cfg, checkpoint, split="val"):
     network = build_network(cfg, bundle)
     load_weights(network, checkpoint)
     logits, labels = predict(network, build_eval_loader(cfg, dataset))
+    if bundle.task == "regression":
+        metrics = RegressionMetrics.from_bundle(cfg, bundle)
+        report = metrics(logits, labels)
+        pred, true = metrics.denormalize(logits), metrics.denormalize(labels)
+        err = pred - true
+        report.update(split=split, checkpoint=checkpoint, task="regression", loss_name=metrics.loss,
+                      target_mean=bundle.target_mean, target_std=bundle.target_std,
+                      target_range=[float(true.min()), float(true.max())] if len(true) else None,
+                      r2=float(1 - (err ** 2).sum() / max(((true - true.mean()) ** 2).sum(), 1e-12)) if len(true) else None,
+                      abs_error_quantiles={q: float(np.quantile(np.abs(err), float(q))) for q in ("0.5", "0.9", "1.0")}
+                      if len(err) else {})
+        return report
     topk = topk_for(cfg, bundle.num_classes)
     report = summarize(logits, labels, topk, cfg["Loss"]["label_smoothing"])
     cm = confusion_matrix(logits, labels, bundle.num_classes)
@@ -113,6 +159,18 @@ def evaluate_run(cfg, checkpoint, split="val"):
 
 def format_report(report):
     """A plain-text table of an :func:`evaluate_run` report."""
+    if report.get("task") == "regression":
+        norm = ("targets normalized with mean {:.4g}, std {:.4g}".format(report["target_mean"], report["target_std"])
+                if report.get("target_mean") is not None else "targets not normalized")
+        q = report.get("abs_error_quantiles") or {}
+        lines = [f"{report['split']} split, {report['samples']} samples, checkpoint {report['checkpoint']}",
+                 f"loss ({report['loss_name']}, training units) {report['loss']:.4f}",
+                 f"mae {report['mae']:.4f}  rmse {report['rmse']:.4f}  r2 {report['r2']:.4f}  (target units; {norm})"]
+        if q:
+            lines.append("absolute error: median {:.4f}, 90th percentile {:.4f}, max {:.4f}".format(q["0.5"], q["0.9"], q["1.0"]))
+        if report.get("target_range"):
+            lines.append("targets in [{:.4g}, {:.4g}]".format(*report["target_range"]))
+        return "\n".join(lines)
     names = report["class_names"]
     w = max(8, max(len(n) for n in names))
     lines = [f"{report['split']} split, {report['samples']} images, checkpoint {report['checkpoint']}",

@@ -374,6 +374,9 @@ def export_run(path, checkpoint="best_model", out_dir=None, config=None, overrid
     from utils.runs import open_run
 
     run = open_run(path, checkpoint, config, overrides)
+    if run.cfg["Global"].get("task") == "regression":
+        raise UserError(f"{run.run_dir}: regression run (Global.task: regression): export writes an image classifier "
+                        f"(PaddleX Topk post-processing); regression export is not supported yet, use tools/eval.py")
     out_dir = out_dir or os.path.join(run.run_dir, DEFAULT_DIRNAME)
     check_output_dir(out_dir)  # before the data is read: that can take a while
     bundle, network = _rebuild(run)

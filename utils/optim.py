@@ -11,7 +11,7 @@ Contract with the training engine:
   per-parameter LR multipliers set with ``paddle.ParamAttr(learning_rate=m)`` keep working; the
   ``FineTune`` section sets them, and freezes, through ``utils/finetune.py``). It gets every
   parameter, frozen ones included, so a parameter unfrozen later (two-stage fine-tuning) trains.
-* :func:`build_loss` returns cross-entropy with optional label smoothing.
+* :func:`build_loss` returns cross-entropy with optional label smoothing (regression: mse / smooth_l1).
 * :func:`schedule_warnings` returns human-readable warnings about a schedule that is probably
   not what the user meant; :func:`current_lr` returns the LR the optimizer uses next.
 
@@ -43,7 +43,7 @@ from paddle import nn
 from utils.errors import ConfigError
 
 __all__ = ["ClosedFormLR", "build_lr_scheduler", "schedule_warnings", "build_optimizer",
-           "build_loss", "SmoothedCrossEntropy", "current_lr"]
+           "build_loss", "SmoothedCrossEntropy", "RegressionLoss", "regression_loss_np", "current_lr"]
 
 
 # ----------------------------------------------------------------------------- validation helpers
@@ -441,9 +441,42 @@ class SmoothedCrossEntropy(nn.Layer):
         return ((1.0 - self.eps) * nll + self.eps * smooth).mean()
 
 
+def regression_loss_np(pred, target, name):
+    """Per-sample regression loss in numpy (float64), as :class:`RegressionLoss` computes it."""
+    d = np.asarray(pred, np.float64).reshape(-1) - np.asarray(target, np.float64).reshape(-1)
+    if name == "mse":
+        return d * d
+    a = np.abs(d)  # smooth_l1 (Huber, delta 1)
+    return np.where(a < 1.0, 0.5 * d * d, a - 0.5)
+
+
+class RegressionLoss(nn.Layer):
+    """Mean squared error (``mse``) or Huber / smooth L1 with delta 1 (``smooth_l1``) of one output.
+
+    Prediction and target are both flattened to [N] first: a [N, 1] output against a [N] target
+    would otherwise broadcast to an [N, N] difference.
+    """
+
+    def __init__(self, name="mse"):
+        super().__init__()
+        if name not in ("mse", "smooth_l1"):
+            raise ConfigError(f"Loss.name: {name!r} is not a regression loss (mse, smooth_l1)")
+        self.name = name
+
+    def forward(self, pred, target):
+        d = pred.astype("float32").reshape([-1]) - target.astype("float32").reshape([-1])
+        if self.name == "mse":
+            return (d * d).mean()
+        a = d.abs()
+        return paddle.where(a < 1.0, 0.5 * d * d, a - 0.5).mean()
+
+
 def build_loss(cfg, num_classes):
-    """The training/validation loss layer of ``Loss.name`` (CrossEntropy with ``label_smoothing``)."""
+    """The training/validation loss layer of ``Loss.name`` (CrossEntropy with ``label_smoothing``;
+    mse / smooth_l1 for ``Global.task: regression``, see :class:`RegressionLoss`)."""
     lcfg = cfg["Loss"]
+    if lcfg["name"] in ("mse", "smooth_l1"):
+        return RegressionLoss(lcfg["name"])
     if lcfg["name"] != "CrossEntropy":
         raise ConfigError(f"Loss.name: unknown loss {lcfg['name']!r}")
     eps = lcfg["label_smoothing"]

@@ -77,12 +77,19 @@ def network_input_side(bundle):
     return int(size)
 
 
+# Models that take a flat feature vector (tabular data arrives as num_features x 1 x 1 and they flatten it).
+TABULAR_MODELS = ("mlp",)
+
+
 def build_network(cfg, bundle):
     """The model of ``Arch`` for this data (classes, channels, size)."""
     from models import build_model
     from utils.config import model_kwargs
 
     a = cfg["Arch"]
+    if getattr(bundle, "num_features", None) and a["name"] not in TABULAR_MODELS:
+        raise UserError(f"Arch.name: {a['name']!r} takes images, but Data.name {bundle.name} is a table of "
+                        f"{bundle.num_features} features: use {' or '.join(TABULAR_MODELS)}")
     size = network_input_side(bundle)
     return build_model(a["name"], num_classes=bundle.num_classes, in_channels=bundle.in_channels,
                        image_size=size, init=a["init"], init_std=a["init_std"], **model_kwargs(cfg))
@@ -93,6 +100,10 @@ def _record_data(cfg, bundle):
     cfg["Data"]["num_classes"] = int(bundle.num_classes)
     cfg["Transforms"]["mean"] = [round(float(m), 6) for m in bundle.mean]
     cfg["Transforms"]["std"] = [round(float(s), 6) for s in bundle.std]
+    if getattr(bundle, "task", "classification") == "regression":
+        # eval and export de-normalize predictions with these (null when the target is not normalized)
+        cfg["Data"]["target_mean"] = bundle.target_mean
+        cfg["Data"]["target_std"] = bundle.target_std
 
 
 def _quiet(*args, **kwargs):
@@ -174,6 +185,10 @@ def _train(cfg, print_fn, paddle, extra_callbacks=()):
                             f"run from its weights with -o Global.pretrained_model={os.path.dirname(resume)}/latest")
 
     bundle = build_datasets(cfg)
+    regression = bundle.task == "regression"
+    if regression and world > 1:
+        raise UserError("Global.task: regression runs in one process for now (its metrics are not all-reduced): "
+                        "start it with python tools/train.py, without paddle.distributed.launch")
     train_loader, val_loader = build_loaders(cfg, bundle, rank, world)
     _record_data(cfg, bundle)
     steps_per_epoch = len(train_loader)
@@ -213,8 +228,23 @@ def _train(cfg, print_fn, paddle, extra_callbacks=()):
         dump_config(cfg, os.path.join(run_dir, "config.yml"))
 
     topk = topk_for(cfg, bundle.num_classes)
+    # --- EMA (utils/ema.py) and mixed precision (utils/amp.py): AMP.level goes to model.prepare
+    # (GPU only; on CPU a one-line warning and float32). The EMA averages the weights loaded above
+    # (or, on resume, continues from <checkpoint>'s ema file); every rank keeps the same average,
+    # rank 0 writes. Hooks below: prepare(amp_configs), checkpointer (best of raw/EMA, ema.pdparams),
+    # the evaluation (both weights), the callback list (updates) and the final report.
+    from utils.amp import amp_configs_for, wrap_eval as amp_eval
+    from utils.ema import build_ema
+
+    amp_configs, amp_warning = amp_configs_for(cfg, device)
+    if amp_warning:
+        print_fn(f"warning: {amp_warning}")
+    ema = build_ema(cfg, network, store, write=main, resume=resume, state=state, print_fn=print_fn)
+    # --- end EMA
     model = paddle.Model(network)  # with world > 1 hapi wraps the network in DataParallel here
-    model.prepare(optimizer, loss_fn, paddle.metric.Accuracy(topk=(1,), name="acc"))
+    # regression: no hapi metric (Accuracy would argmax one output); eval reports loss/mae/rmse
+    model.prepare(optimizer, loss_fn, None if regression else paddle.metric.Accuracy(topk=(1,), name="acc"),
+                  amp_configs=amp_configs)
 
     progress = cb.Progress(g["seed"], g["epochs"], steps_per_epoch, rank=rank)
     es_cfg = dict(cfg["EarlyStopping"])
@@ -231,6 +261,8 @@ def _train(cfg, print_fn, paddle, extra_callbacks=()):
     ck = cfg["Checkpoint"]
     checkpointer = cb.Checkpointer(store, progress, stateful, es_cfg["monitor"], es_cfg["mode"],
                                    ck["save_best"], ck["save_last"], ck["save_every_epochs"], write=main)
+    if ema is not None:  # EMA hook: best_model = better of raw/EMA; ema.pdparams beside latest
+        checkpointer = ema.attach(checkpointer)
     if resume:
         for name, obj in stateful.items():
             if name in state:
@@ -253,7 +285,10 @@ def _train(cfg, print_fn, paddle, extra_callbacks=()):
         wants_logits = vdl["enable"] and bool(vdl["sample_images"] or vdl["confidence_histogram"] or vdl["pr_curves"])
         eval_fn = dp.ShardedEval(network, val_loader, topk, cfg["Loss"]["label_smoothing"], keep_logits=wants_logits)
     else:
-        eval_fn = LastEval(network, val_loader, topk, cfg["Loss"]["label_smoothing"])
+        from utils.evaluate import RegressionMetrics
+
+        eval_fn = LastEval(network, val_loader, topk, cfg["Loss"]["label_smoothing"],
+                           regression=RegressionMetrics.from_bundle(cfg, bundle) if regression else None)
     writer = None
     if vdl["enable"] and main:
         writer = _vdl_writer(run_dir)
@@ -275,6 +310,7 @@ def _train(cfg, print_fn, paddle, extra_callbacks=()):
         listeners.append(doctor)
     # --- end training doctor
     listeners += list(extra_callbacks)
+    eval_fn = amp_eval(ema.wrap_eval(eval_fn) if ema is not None else eval_fn, amp_configs)  # EMA/AMP hook
     evaluator = cb.PeriodicEval(eval_fn, progress,
                                 g["eval_every_epochs"], g["eval_every_iters"], listeners)
     nan_guard = cb.StopOnNaN(progress)
@@ -286,7 +322,7 @@ def _train(cfg, print_fn, paddle, extra_callbacks=()):
         # after Progress (it sets the epoch), before anything that reads the step's loss
         parallel = [dp.EpochShuffle(train_loader.batch_sampler, progress, g["seed"]), dp.SyncTrainLogs(network)]
         agree = dp.AgreeStop(lambda: nan_guard.reason or stopper.stop_reason or (doctor.stop_reason if doctor else None))
-    callbacks = [progress, *parallel, nan_guard, *evaluation, *listeners,
+    callbacks = [progress, *parallel, nan_guard, *([ema] if ema is not None else []), *evaluation, *listeners,
                  paddle.callbacks.LRScheduler(by_step=False, by_epoch=False)]  # we step it: LRStepper
     if agree is not None:
         callbacks.append(agree)  # last: after every callback that may ask to stop
@@ -295,6 +331,12 @@ def _train(cfg, print_fn, paddle, extra_callbacks=()):
     print_fn(f"run directory: {run_dir}  ({device}, {os.environ.get('OMP_NUM_THREADS', '?')} threads{procs}, "
              f"{len(bundle.train)} train / {len(bundle.val) if bundle.val is not None else 0} val images, {steps_per_epoch} steps/epoch)")
     model.stop_training = False  # hapi never resets it between fit() calls
+    # hapi's Model._run_one_epoch(..., logs={}) has a mutable default: one dict shared by every
+    # fit() in the process, so an earlier run's keys leak into this one's logs (a classification
+    # run's 'acc' showed up as train/acc of a later regression run). Empty it before each fit.
+    shared_logs = (paddle.Model._run_one_epoch.__defaults__ or (None,))[-1]
+    if isinstance(shared_logs, dict):
+        shared_logs.clear()
     remaining = g["epochs"] - progress.epochs_done
     t_fit = time.time()
     try:
@@ -337,6 +379,8 @@ def _train(cfg, print_fn, paddle, extra_callbacks=()):
     }
     if world > 1:
         metrics.update(world_size=world, global_batch_size=world * cfg["DataLoader"]["batch_size"])
+    if ema is not None:  # EMA hook: metrics['ema'] and one line saying which weights were better
+        ema.report(metrics, es_cfg["monitor"], es_cfg["mode"], print_fn)
     if main:
         save_json(metrics, os.path.join(run_dir, "metrics.json"))
     best = checkpointer.best_metrics or {}

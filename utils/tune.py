@@ -180,18 +180,10 @@ def _line_map(text):
 
 def read_space_file(path):
     """The raw search-space mapping and its key -> line map; one-line ConfigError when unreadable."""
-    if not os.path.isfile(path):
-        raise ConfigError(f"search space file not found: {path} (pass a YAML file with --space, "
-                          f"e.g. configs/spaces/lr_wd_digits.yml)")
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{path}{line}: malformed YAML: {problem} (check indentation and the ':' after each key)") from None
+    from utils.config import read_yaml_text
+
+    data, text = read_yaml_text(path, f"search space file not found: {path} (pass a YAML file with --space, "
+                                      f"e.g. configs/spaces/lr_wd_digits.yml)")
     if not data:
         raise ConfigError(f"{path}: the search space is empty: add entries like "
                           f"'Optimizer.lr: {{type: float, low: 1.0e-4, high: 0.1, log: true}}'")

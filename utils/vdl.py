@@ -78,13 +78,17 @@ class LastEval:
         loader: the ordered validation loader (``build_eval_loader``).
         topk: top-k accuracies to report.
         label_smoothing: as in training, so the val loss is comparable to the train loss.
+        regression: a :class:`utils.evaluate.RegressionMetrics` for ``Global.task: regression``
+            (loss, mae, rmse in target units); ``logits``/``labels`` are then the predictions and
+            targets in training units.
     """
 
-    def __init__(self, network, loader, topk=(1,), label_smoothing=0.0):
+    def __init__(self, network, loader, topk=(1,), label_smoothing=0.0, regression=None):
         self.network = network
         self.loader = loader
         self.topk = tuple(topk)
         self.label_smoothing = label_smoothing
+        self.regression = regression
         self.logits = None
         self.labels = None
         self.calls = 0
@@ -92,6 +96,8 @@ class LastEval:
     def __call__(self):
         self.logits, self.labels = predict(self.network, self.loader)
         self.calls += 1
+        if self.regression is not None:
+            return self.regression(self.logits, self.labels)
         return summarize(self.logits, self.labels, self.topk, self.label_smoothing)
 
 
@@ -266,6 +272,9 @@ def run_hparams(cfg):
         "schedule": s["name"], "warmup_epochs": s["warmup_epochs"], "label_smoothing": cfg["Loss"]["label_smoothing"],
         "grad_clip": o["grad_clip"], "init": a["init"], "seed": g["seed"], "data_fraction": d["fraction"],
     }
+    if g.get("task", "classification") == "regression":
+        hp.update(task="regression", loss=cfg["Loss"]["name"], normalize_target=d["normalize_target"])
+        del hp["label_smoothing"]
     hp.update({f"arch.{k}": v for k, v in sorted(model_kwargs(cfg).items())})
     # Every key set with -o as well (a tuning trial's values are -o overrides), under its config
     # name, so whatever a sweep varied shows in the HParams view; bookkeeping keys are left out.
@@ -400,10 +409,11 @@ class VisualDLLogger(Callback):
         self.writer.add_scalar("train/lr", self.lr_fn(), step)
 
     def log_eval_scalars(self, logs):
-        """``eval/<metric>`` for every metric of an evaluation result, at its step."""
+        """``eval/<metric>`` for every metric of an evaluation result, at its step (``ema_<metric>``: ``eval_ema/<metric>``)."""
         for k, v in logs.items():
             if k not in NOT_METRICS:
-                self.writer.add_scalar(f"eval/{k}", float(v), logs["step"])
+                tag = f"eval_ema/{k[4:]}" if k.startswith("ema_") else f"eval/{k}"  # EMA (utils/ema.py)
+                self.writer.add_scalar(tag, float(v), logs["step"])
 
     def log_histograms(self, step, params, grads=None):
         """``weights/<name>`` and ``grads/<name>`` histograms.
@@ -492,12 +502,17 @@ class VisualDLLogger(Callback):
 
 
 def build_logger(cfg, writer, progress, lr_fn, eval_source=None, bundle=None, best_fn=None):
-    """The :class:`VisualDLLogger` the ``VisualDL`` config section asks for."""
+    """The :class:`VisualDLLogger` the ``VisualDL`` config section asks for.
+
+    Regression runs (``Global.task``) get no prediction images, confidence histograms or PR
+    curves (they are about classes); their eval scalars are eval/loss, eval/mae, eval/rmse.
+    """
     v = cfg["VisualDL"]
+    classes = cfg["Global"].get("task", "classification") == "classification"
     return VisualDLLogger(
-        writer, progress, lr_fn, eval_source=eval_source,
-        samples=bundle.val if bundle is not None else None,
-        class_names=list(bundle.class_names) if bundle is not None else None,
-        histograms_every_epochs=v["histograms_every_epochs"], sample_images=v["sample_images"],
-        confidence_histogram=v["confidence_histogram"], pr_curves=v["pr_curves"],
+        writer, progress, lr_fn, eval_source=eval_source if classes else None,
+        samples=bundle.val if bundle is not None and classes else None,
+        class_names=list(bundle.class_names) if bundle is not None and classes else None,
+        histograms_every_epochs=v["histograms_every_epochs"], sample_images=v["sample_images"] if classes else 0,
+        confidence_histogram=v["confidence_histogram"] and classes, pr_curves=v["pr_curves"] and classes,
         hparams=run_hparams(cfg) if v["hparams"] else None, best_fn=best_fn)

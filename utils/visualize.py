@@ -151,7 +151,7 @@ def _model_name(cfg):
 # --------------------------------------------------------------------------- curves
 
 TRAIN_TAGS = {"loss": "train/loss", "acc": "train/acc", "lr": "train/lr"}
-EVAL_TAGS = {"loss": "eval/loss", "acc": "eval/acc"}
+EVAL_TAGS = {"loss": "eval/loss", "acc": "eval/acc", "mae": "eval/mae"}  # mae: regression runs
 
 
 def _read_vdl(files):
@@ -247,7 +247,7 @@ def plot_curves(run_dirs, out):
             notes.append(f"{label}: the log has no loss, accuracy or LR values yet; nothing drawn for it")
         elif c["source"] != "visualdl":
             notes.append(f"{label}: no VisualDL log, validation points from metrics.json only")
-        for ax, key in zip(axes[:2], ("loss", "acc")):
+        for ax, key in zip(axes[:2], ("loss", "mae" if "mae" in c["eval"] and "acc" not in c["eval"] else "acc")):
             if key in c["train"]:
                 steps, values = c["train"][key]
                 ax.plot(steps, values, color=color, alpha=0.2, lw=0.8)
@@ -257,7 +257,10 @@ def plot_curves(run_dirs, out):
                 ax.plot(steps, values, color=color, ls="--", marker="o", ms=3.5, lw=1.2)
         if "lr" in c["train"]:
             axes[2].plot(*c["train"]["lr"], color=color, lw=1.6)
-    for ax, title in zip(axes, ("loss", "accuracy (top-1)", "learning rate")):
+    regression = any("mae" in c["eval"] for c in curves)
+    middle = "val MAE (target units)" if regression and not any("acc" in c["eval"] for c in curves) \
+        else "accuracy (top-1)" + (" / val MAE" if regression else "")
+    for ax, title in zip(axes, ("loss", middle, "learning rate")):
         ax.set_title(title, fontsize=11)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
