@@ -16,6 +16,7 @@ from utils.config import load_config
 from utils.errors import UserError
 from utils.export import Predictor, collect_inputs, export_run, load_run_network
 from utils.trainer import train
+from tool_asserts import assert_user_error as one_line_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ["Global.verbose=0", "Doctor.enable=false", "VisualDL.enable=false"]
@@ -25,16 +26,6 @@ def tool(name, *args):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.run([sys.executable, os.path.join(ROOT, "tools", name), *map(str, args)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
-
-
-def one_line_error(p, *needles):
-    """Exit 2 with exactly one 'error: ...' line on stderr naming every needle, no traceback."""
-    assert p.returncode == 2, p.stdout + p.stderr
-    lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
-    for n in needles:
-        assert str(n) in lines[0], lines[0]
-    return lines[0]
 
 
 def in_process_error(main, argv, capsys):

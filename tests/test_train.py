@@ -10,6 +10,7 @@ import pytest
 
 from utils.config import load_config
 from utils.trainer import train
+from tool_asserts import assert_user_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -102,15 +103,6 @@ def test_early_stopping_stops_and_restores_best(tmp_path):
 def run_tool(*args, cwd=ROOT):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
-
-
-def assert_user_error(proc, *fragments):
-    assert proc.returncode == 2, proc.stderr
-    lines = [l for l in proc.stderr.strip().splitlines() if l.startswith("error:")]
-    assert len(lines) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    for f in fragments:
-        assert f in lines[0], lines[0]
 
 
 def test_tool_errors_are_one_line_exit_2(tmp_path):

@@ -14,6 +14,7 @@ from utils.config import load_config, parse_override
 from utils.errors import ConfigError, UserError
 from utils.tune import (TrialReporter, check_grid, edge_warnings, failure_reason, load_space, open_storage,
                         param_overrides, prepare, run_study)
+from tool_asserts import assert_user_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MLP = os.path.join(ROOT, "configs", "mlp_digits.yml")
@@ -160,14 +161,6 @@ def test_unreachable_database_fails_fast_one_line(tmp_path):
 def run_tool(*args):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
-
-
-def assert_user_error(proc, *fragments):
-    assert proc.returncode == 2, proc.stderr
-    lines = [l for l in proc.stderr.strip().splitlines() if l.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    for f in fragments:
-        assert f in lines[0], lines[0]
 
 
 def test_tool_space_error_exit_2(tmp_path):

@@ -14,6 +14,7 @@ from utils.errors import UserError
 from utils.runs import open_run
 from utils.trainer import train
 from utils import visualize as vis
+from tool_asserts import assert_user_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A figure with real content: a blank white PNG has std 0, and the sparsest figure here
@@ -312,14 +313,6 @@ def run_tool(*args):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.run([sys.executable, "tools/visualize.py", *args], cwd=ROOT, capture_output=True, text=True,
                           env=env, timeout=300)
-
-
-def assert_user_error(proc, *fragments):
-    assert proc.returncode == 2, proc.stderr
-    lines = [l for l in proc.stderr.strip().splitlines() if l.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    for f in fragments:
-        assert f in lines[0], lines[0]
 
 
 def load_tool():
