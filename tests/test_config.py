@@ -138,3 +138,25 @@ def test_shipped_configs_load(name):
     cfg = load_config(os.path.join(ROOT, "configs", name))
     check_kwargs(cfg["Arch"]["name"], model_kwargs(cfg))
     assert cfg["Arch"]["name"] in models.list_models()
+
+
+def test_tool_output_cut_by_a_closed_pipe_exits_quietly():
+    # `python tools/eval.py RUN | head -1`: the reader leaves; no BrokenPipeError traceback
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import sys; sys.path.insert(0, %r)\n"
+            "from utils.errors import run_tool\n"
+            "@run_tool\n"
+            "def main():\n"
+            "    for i in range(200000):\n"
+            "        print('line', i)\n"
+            "main()\n") % root
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = p.stdout.readline()
+    p.stdout.close()  # like `head -1` exiting
+    err = p.stderr.read().decode()
+    p.wait(timeout=30)
+    assert first == b"line 0\n"
+    assert p.returncode == 141 and "Traceback" not in err, err

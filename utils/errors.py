@@ -4,6 +4,7 @@ Tools catch :class:`UserError`, print its message without a traceback and exit
 with status 2. Anything else is a bug in the template and keeps its traceback.
 """
 import functools
+import os
 import sys
 
 
@@ -53,5 +54,10 @@ def run_tool(main):
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             sys.exit(130)
+        except BrokenPipeError:
+            # `tool | head`: the reader left. Point stdout at /dev/null so the interpreter's final
+            # flush does not raise again, and exit like a process killed by SIGPIPE (128 + 13).
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)
 
     return wrapper

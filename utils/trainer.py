@@ -140,6 +140,9 @@ def train(cfg, print_fn=print, callbacks=()):
 
     # hapi's train_batch wraps each batch with paddle.to_tensor(tensor), which warns once per run.
     warnings.filterwarnings("ignore", message="To copy construct from a tensor")
+    # BatchNorm in train mode warns once per process "we now always track global mean and
+    # variance": a notice about Paddle's behaviour, not about this run.
+    warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")
 
     # Parameter and optimizer-accumulator names come from a global counter; a fresh
     # namespace gives every run the same names, so a checkpoint saved by one run loads
