@@ -149,6 +149,19 @@ def test_plateau():
     acc_up = evals_from([1.0] * 9, [1.0, 0.8, 0.7] + [0.7] * 6, [0.5 + 0.01 * i for i in range(9)])
     assert D.rule_plateau(acc_up, c) == []
     assert D.rule_plateau(flat[:5], c) == []
+    assert "best acc 0.7" in f[0].message("en") and "最佳 acc 0.7" in f[0].message("zh")
+
+
+def test_plateau_on_a_regression_run_watches_mae():
+    c = ctx(task="regression")
+    evals = [{"step": 20 * (i + 1), "epoch": i + 1, "loss": 0.5, "mae": m, "train_loss": 0.5}
+             for i, m in enumerate([60.0, 50.0, 45.0] + [45.0] * 6)]
+    f = D.rule_plateau(evals, c)
+    assert ids(f) == ["plateau"] and f[0].evidence["metric"] == "mae" and f[0].evidence["best_metric"] == 45.0
+    assert "best mae 45" in f[0].message("en") and "acc" not in f[0].message("en")
+    # a falling MAE is progress even while the loss stays flat
+    falling = [dict(e, mae=60.0 - i) for i, e in enumerate(evals)]
+    assert D.rule_plateau(falling, c) == []
 
 
 def test_accuracy_stuck_and_at_chance():

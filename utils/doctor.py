@@ -218,11 +218,11 @@ MESSAGES = {
                "更新步长过大：降低学习率或增大批大小（DataLoader.batch_size）"),
     },
     "plateau": {
-        "en": ("no improvement of the val loss or accuracy for {evals} evaluations (best loss {best_loss:.4g}, "
-               "best acc {best_acc:.4f}; last improvement at step {best_step})",
+        "en": ("no improvement of the val loss or {metric} for {evals} evaluations (best loss {best_loss:.4g}, "
+               "best {metric} {best_metric:.4g}; last improvement at step {best_step})",
                "lower the learning rate (a decaying schedule, or LRScheduler.name=plateau) or stop earlier "
                "(EarlyStopping.patience); if the loss never fell much, the LR may be too low or the model too small"),
-        "zh": ("验证损失和准确率已连续 {evals} 次评估没有改善（最佳损失 {best_loss:.4g}，最佳准确率 {best_acc:.4f}；"
+        "zh": ("验证损失和 {metric} 已连续 {evals} 次评估没有改善（最佳损失 {best_loss:.4g}，最佳 {metric} {best_metric:.4g}；"
                "最后一次改善在第 {best_step} 步）",
                "降低学习率（使用衰减的学习率策略，或 LRScheduler.name=plateau），或更早停止（EarlyStopping.patience）；"
                "若损失一直没怎么下降，可能是学习率过小或模型太小"),
@@ -683,24 +683,27 @@ def _finite_evals(evals):
 
 
 def rule_plateau(evals, ctx):
-    """plateau: neither val loss nor val acc improved for PLATEAU_EVALS evaluations."""
+    """plateau: neither the val loss nor the task's metric (acc, higher is better; regression: mae,
+    lower is better) improved for PLATEAU_EVALS evaluations."""
     ev = _finite_evals(evals)
     if len(ev) <= PLATEAU_EVALS:
         return []
-    best_loss, best_acc, last_improve = None, None, None
+    metric, sign = ("mae", -1.0) if getattr(ctx, "task", "classification") == "regression" else ("acc", 1.0)
+    best_loss, best_metric, last_improve = None, None, None
     for i, e in enumerate(ev):
         improved = False
         if best_loss is None or e["loss"] < best_loss * (1 - PLATEAU_MIN_DELTA):
             best_loss, improved = e["loss"], True
-        acc = e.get("acc")
-        if acc is not None and (best_acc is None or acc > best_acc):
-            best_acc, improved = acc, True
+        value = e.get(metric)
+        if value is not None and (best_metric is None or sign * value > sign * best_metric):
+            best_metric, improved = value, True
         if improved:
             last_improve = i
     since = len(ev) - 1 - last_improve
     if since >= PLATEAU_EVALS:
         last = ev[-1]
-        return [Finding("plateau", "warn", {"evals": since, "best_loss": best_loss, "best_acc": best_acc or 0.0,
+        return [Finding("plateau", "warn", {"evals": since, "best_loss": best_loss, "metric": metric,
+                                             "best_metric": best_metric if best_metric is not None else float("nan"),
                                              "best_step": ev[last_improve]["step"]},
                         last["step"], last.get("epoch"))]
     return []
