@@ -75,6 +75,8 @@ def test_resume_matches_uninterrupted_run(tmp_path):
     cfg = load_config(os.path.join(run, "config.yml"), ["Global.verbose=0"])
     cfg["Global"]["checkpoints"] = run
     resumed = train(cfg, print_fn=quiet)
+    # the saved config repeats the run, it does not point back at a checkpoint to resume
+    assert load_config(os.path.join(run, "config.yml"))["Global"]["checkpoints"] is None
     assert resumed["global_step"] == full["global_step"]
     a = paddle.load(os.path.join(full["run_dir"], "latest.pdparams"))
     b = paddle.load(os.path.join(run, "latest.pdparams"))

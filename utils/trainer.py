@@ -228,7 +228,10 @@ def _train(cfg, print_fn, paddle, extra_callbacks=()):
         load_weights(network, resume)
         load_optimizer(optimizer, resume)
     if main:
-        dump_config(cfg, os.path.join(run_dir, "config.yml"))
+        # The run's config says how to train it, not where to resume from: with the resume path
+        # kept, `tools/train.py -c RUN/config.yml` (a natural way to repeat a run) would silently
+        # continue RUN instead. --resume RUN sets Global.checkpoints itself.
+        dump_config({**cfg, "Global": {**g, "checkpoints": None}}, os.path.join(run_dir, "config.yml"))
 
     topk = topk_for(cfg, bundle.num_classes)
     # --- EMA (utils/ema.py) and mixed precision (utils/amp.py): AMP.level goes to model.prepare
