@@ -17,15 +17,14 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.config import load_config  # noqa: E402  (no paddle import: threads are set first)
+from utils.config import add_override_arg, load_config  # noqa: E402  (no paddle import: threads are set first)
 from utils.errors import UserError, run_tool  # noqa: E402
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-c", "--config", required=True, help="YAML config file, e.g. configs/cnn_digits.yml")
-    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. -o Transforms.train=[] (repeatable)")
+    add_override_arg(p, "override a config key, e.g. -o Transforms.train=[] (repeatable)")
     p.add_argument("--only", action="append", default=[], metavar="NAME",
                    help="run only these checks or groups (data, model, training); repeatable or comma-separated")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")

@@ -11,6 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from utils.config import add_override_arg, load_config  # noqa: E402  (no paddle import)
 from utils.errors import run_tool  # noqa: E402
 
 
@@ -18,11 +19,9 @@ from utils.errors import run_tool  # noqa: E402
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Per-channel mean/std of the training split of a config.")
     ap.add_argument("-c", "--config", required=True, help="YAML config file")
-    ap.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a config key, e.g. -o Data.name=cifar10 (repeatable)")
+    add_override_arg(ap, "override a config key, e.g. -o Data.name=cifar10 (repeatable)")
     args = ap.parse_args(argv)
 
-    from utils.config import load_config
     from utils.data import build_datasets, compute_mean_std
 
     cfg = load_config(args.config, args.override)

@@ -9,6 +9,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from utils.config import add_override_arg  # noqa: E402
 from utils.errors import run_tool  # noqa: E402
 from utils.runs import open_run  # noqa: E402  (no paddle import: open_run sets the threads first)
 
@@ -19,7 +20,7 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint", default="best_model", help="checkpoint name in the run directory (best_model, latest, epoch_N)")
     p.add_argument("--split", default="val", choices=("val", "test", "train"))
     p.add_argument("-c", "--config", help="config to use instead of the run's config.yml")
-    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
+    add_override_arg(p)
     p.add_argument("--json", metavar="PATH", help="where to write the report (default: RUN/eval_<split>.json)")
     return p.parse_args(argv)
 

@@ -12,6 +12,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from utils.config import add_override_arg  # noqa: E402
 from utils.errors import run_tool  # noqa: E402  (no paddle import: open_run sets the threads first)
 
 
@@ -23,8 +24,7 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint", default="best_model", help="checkpoint name in the run directory (best_model, latest, epoch_N)")
     p.add_argument("--out", metavar="DIR", help="export directory (default: RUN/inference); a previous export there is replaced")
     p.add_argument("-c", "--config", help="config to use instead of the run's config.yml")
-    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. -o Data.data_dir=PATH when the data moved (repeatable)")
+    add_override_arg(p, "override a config key, e.g. -o Data.data_dir=PATH when the data moved (repeatable)")
     p.add_argument("--model-name", default=PADDLEX_MODEL_NAME,
                    help="Global.model_name in inference.yml: the name to pass to paddlex.create_model "
                         f"(a PaddleX image-classification model name; default {PADDLEX_MODEL_NAME})")

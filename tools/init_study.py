@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.config import load_config  # noqa: E402  (no paddle import: threads are set first)
+from utils.config import add_override_arg, load_config  # noqa: E402  (no paddle import: threads are set first)
 from utils.errors import UserError, run_tool  # noqa: E402
 
 INITS = ("default", "xavier", "kaiming", "normal")
@@ -25,8 +25,7 @@ INITS = ("default", "xavier", "kaiming", "normal")
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-c", "--config", help="YAML config: study its model on its data (without: the classic experiment)")
-    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. -o Arch.depth=8 (repeatable)")
+    add_override_arg(p, "override a config key, e.g. -o Arch.depth=8 (repeatable)")
     p.add_argument("--init", help="weight init: default (the model's own), xavier, kaiming or normal; without -c, "
                                   "the classic schemes to run (default: all four)")
     p.add_argument("--init-std", type=float, help="std of --init normal (classic default: both 0.01 and 1.0; "

@@ -14,7 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.config import load_config  # noqa: E402  (no paddle import: threads are set first)
+from utils.config import add_override_arg, load_config  # noqa: E402  (no paddle import: threads are set first)
 from utils.errors import run_tool  # noqa: E402
 from utils.lr_find import DESCRIPTIONS, RECOMMENDED, SUGGESTIONS, check_sweep_args, format_lr  # noqa: E402
 
@@ -29,8 +29,7 @@ WHY = {
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-c", "--config", required=True, help="YAML config file, e.g. configs/mlp_digits.yml")
-    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. -o Optimizer.name=SGD (repeatable)")
+    add_override_arg(p, "override a config key, e.g. -o Optimizer.name=SGD (repeatable)")
     p.add_argument("--start-lr", type=float, default=1e-7, help="first LR of the sweep (default 1e-7)")
     p.add_argument("--end-lr", type=float, default=10.0, help="last LR of the sweep (default 10)")
     p.add_argument("--num-iters", type=int, default=100, help="iterations of the sweep (default 100, >= 10)")

@@ -12,15 +12,14 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.config import load_config  # noqa: E402  (no paddle import: threads are set first)
+from utils.config import add_override_arg, load_config  # noqa: E402  (no paddle import: threads are set first)
 from utils.errors import UserError, run_tool  # noqa: E402
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-c", "--config", required=True, help="YAML config file, e.g. configs/cnn_cifar10.yml")
-    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. -o Arch.width=0.5 (repeatable)")
+    add_override_arg(p, "override a config key, e.g. -o Arch.width=0.5 (repeatable)")
     p.add_argument("--image-size", type=int, help="input side to analyse (default: the config's images)")
     p.add_argument("--json", metavar="FILE", help="also write the rows and the verdict to FILE")
     return p.parse_args(argv)

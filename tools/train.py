@@ -12,15 +12,14 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.config import load_config  # noqa: E402  (no paddle import: threads are set first)
+from utils.config import add_override_arg, load_config  # noqa: E402  (no paddle import: threads are set first)
 from utils.errors import UserError, run_tool  # noqa: E402
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-c", "--config", help="YAML config file, e.g. configs/gmlp_digits.yml")
-    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. -o Optimizer.lr=0.01 (repeatable)")
+    add_override_arg(p, "override a config key, e.g. -o Optimizer.lr=0.01 (repeatable)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
     args = p.parse_args(argv)
     if not args.config and not args.resume:

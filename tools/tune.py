@@ -11,7 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.config import load_config  # noqa: E402  (no paddle import: threads are set first)
+from utils.config import add_override_arg, load_config  # noqa: E402  (no paddle import: threads are set first)
 from utils.errors import run_tool  # noqa: E402
 
 SAMPLERS = ("tpe", "random", "grid", "qmc")  # utils.tune.SAMPLERS; that module imports paddle
@@ -24,8 +24,7 @@ def parse_args(argv=None):
     p.add_argument("--space", required=True, help="search-space YAML, e.g. configs/spaces/lr_wd_digits.yml")
     p.add_argument("--trials", type=int, default=None,
                    help="trials to run now (default 20; grid: every unfinished point); 0 = only rewrite the results")
-    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key for every trial, e.g. -o Global.epochs=10 (repeatable)")
+    add_override_arg(p, "override a config key for every trial, e.g. -o Global.epochs=10 (repeatable)")
     p.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="tpe (default), random, grid or qmc")
     p.add_argument("--pruner", choices=PRUNERS, default="median",
                    help="median (default), hyperband or none; pruning compares the k-th validation of each trial")

@@ -20,6 +20,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from utils.config import add_override_arg  # noqa: E402
 from utils.errors import UserError, run_tool  # noqa: E402
 from utils.runs import open_config, open_run, run_dir_of  # noqa: E402  (no paddle import: open_run sets the threads first)
 
@@ -34,7 +35,7 @@ def _run_args(p, image=None):
         p.add_argument("image", nargs="?", help="image file (PNG/JPEG); required for spatial-attention models")
     p.add_argument("--checkpoint", default="best_model", help="checkpoint name in a run directory (best_model, latest, epoch_N)")
     p.add_argument("-c", "--config", help="config to use instead of the run's config.yml")
-    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
+    add_override_arg(p)
     p.add_argument("--out", metavar="PATH", help="PNG to write (default: RUN/vis/<command>.png)")
 
 
@@ -51,7 +52,7 @@ def parse_args(argv=None):
     s = sub.add_parser("batch", help="a training batch as the network receives it")
     s.add_argument("run", nargs="?", help="run directory whose config.yml to use (or give -c)")
     s.add_argument("-c", "--config", help="config file")
-    s.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
+    add_override_arg(s)
     s.add_argument("--epoch", type=int, default=1, help="draw the first batch of this epoch (1-based, default 1)")
     s.add_argument("--out", metavar="PATH", help="PNG to write (default: RUN/vis/batch.png, or vis/batch_<config>.png)")
 

@@ -16,7 +16,7 @@ import numpy as np
 import paddle
 from paddle.callbacks import Callback
 
-from utils.errors import ConfigError
+from utils.errors import ConfigError, check_int
 
 
 def seed_everything(seed):
@@ -183,8 +183,7 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor="acc", mode="max", patience=10, min_delta=0.0):
         super().__init__()
-        if not isinstance(patience, int) or patience < 0:
-            raise ConfigError(f"EarlyStopping.patience must be an integer >= 0, got {patience!r}")
+        check_int("EarlyStopping.patience", patience, 0)
         if mode not in ("min", "max"):
             raise ConfigError(f"EarlyStopping.mode must be 'min' or 'max', got {mode!r}")
         if min_delta < 0:

@@ -450,6 +450,11 @@ def load_config(path, overrides=()):
     return cfg
 
 
+def add_override_arg(parser, help="override a config key, e.g. -o Global.epochs=5 (repeatable)"):
+    """The ``-o KEY=VALUE`` option every tool takes (PaddleClas style), collected in ``args.override``."""
+    parser.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
 def model_kwargs(cfg):
     """The Arch keys that go to the model factory (everything but name/init)."""
     return {k: v for k, v in cfg["Arch"].items() if k not in SCHEMA["Arch"]}

@@ -40,7 +40,7 @@ from paddle import nn
 from paddle.callbacks import Callback
 from paddle.nn.clip import ClipGradBase, _squared_l2_norm
 
-from utils.errors import UserError
+from utils.errors import UserError, check_int
 
 # ----------------------------------------------------------------------------- thresholds
 
@@ -1153,9 +1153,8 @@ class Doctor(Callback):
         self.sync_flag = sync_flag
         if lang not in UI:
             raise UserError(f"Doctor.lang: {lang!r} is not one of {list(UI)}")
-        for key, v in (("Doctor.sample_every", sample_every), ("Doctor.grad_every", grad_every)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise UserError(f"{key} must be an integer >= 1, got {v!r}")
+        check_int("Doctor.sample_every", sample_every, 1)
+        check_int("Doctor.grad_every", grad_every, 1)
         self.progress = progress
         self.context = context
         self.run_dir = run_dir

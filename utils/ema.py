@@ -31,7 +31,7 @@ import paddle
 from paddle.callbacks import Callback
 
 from utils.callbacks import BestTracker, Checkpointer, _metric
-from utils.errors import ConfigError
+from utils.errors import ConfigError, check_int
 
 _FLOATS = ("float16", "bfloat16", "float32", "float64")
 NOT_METRICS = ("epoch", "step", "samples", "eval_time")
@@ -173,8 +173,7 @@ class EMACallback(Callback):
 
     def __init__(self, ema, progress=None, every_iters=1, store=None, write=True):
         super().__init__()
-        if every_iters < 1:
-            raise ConfigError(f"EMA.every_iters must be >= 1, got {every_iters}")
+        check_int("EMA.every_iters", every_iters, 1)
         self.ema = ema
         self.progress = progress
         self.every_iters = int(every_iters)

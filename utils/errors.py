@@ -41,6 +41,17 @@ def did_you_mean(name, candidates):
     return f" (did you mean '{match}'?)" if match else ""
 
 
+def check_int(key, value, minimum, hint=""):
+    """Raise a one-line ConfigError unless ``value`` is an int (not a bool) >= ``minimum``.
+
+    Args:
+        key: the config key, named in the message (e.g. ``Doctor.sample_every``).
+        hint: appended to the rule, e.g. ``" (0 = off)"``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key} must be an integer >= {minimum}{hint}, got {value!r}")
+
+
 def run_tool(main):
     """Decorator for tool entry points: UserError -> one line on stderr, exit 2."""
 

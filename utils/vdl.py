@@ -33,7 +33,7 @@ import paddle
 from paddle.callbacks import Callback
 from paddle.nn.clip import ClipGradBase
 
-from utils.errors import ConfigError
+from utils.errors import check_int
 from utils.evaluate import predict, summarize
 
 # VisualDL's default of 10 buckets shows a bimodal or heavy-tailed weight distribution as 2-3
@@ -319,10 +319,8 @@ class VisualDLLogger(Callback):
                  histograms_every_epochs=0, sample_images=0, confidence_histogram=False, pr_curves=False,
                  hparams=None, best_fn=None):
         super().__init__()
-        for key, v in (("VisualDL.histograms_every_epochs", histograms_every_epochs),
-                       ("VisualDL.sample_images", sample_images)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ConfigError(f"{key} must be an integer >= 0 (0 = off), got {v!r}")
+        check_int("VisualDL.histograms_every_epochs", histograms_every_epochs, 0, " (0 = off)")
+        check_int("VisualDL.sample_images", sample_images, 0, " (0 = off)")
         self.writer = writer
         self.progress = progress
         self.lr_fn = lr_fn
