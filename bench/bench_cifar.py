@@ -16,22 +16,21 @@ import argparse
 import json
 import os
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from utils.trainer import configure_threads  # noqa: E402
+from utils.build import configure_threads  # noqa: E402
 
 configure_threads(0)
 
-import paddle  # noqa: E402
 
+from common import CIFAR_JPG as ARCHIVE  # noqa: E402
 from common import extract, probe_speed  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 from utils.config import load_config  # noqa: E402
 from utils.trainer import train  # noqa: E402
 
-from common import CIFAR_JPG as ARCHIVE  # noqa: E402
 CONFIGS = ["gmlp_cifar10", "googlenet_cifar10", "cnn_cifar10", "cnn_sa_cifar10", "resnet20_cifar10",
            "resnet20_sa_cifar10"]
 TRAIN_IMAGES = 45000
@@ -68,7 +67,7 @@ def main():
         r = rows[-1]
         print(f"{name}: {epochs} epoch(s), val acc {r['val_acc']:.4f}, wall {r['wall_min']:.1f} min, "
               f"{r['train_img_s']:.0f} img/s in training", flush=True)
-    print(f"\n| config | epochs | val acc (5k) | wall time | train img/s |\n| --- | --- | --- | --- | --- |")
+    print("\n| config | epochs | val acc (5k) | wall time | train img/s |\n| --- | --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r['config']} | {r['epochs']} | {r['val_acc']:.4f} | {r['wall_min']:.1f} min | {r['train_img_s']:.0f} |")
     os.makedirs(args.output, exist_ok=True)

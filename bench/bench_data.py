@@ -18,7 +18,7 @@ import timeit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from utils.trainer import configure_threads  # noqa: E402
+from utils.build import configure_threads  # noqa: E402
 
 configure_threads(0)  # the same threads as training, so the model speeds below are comparable
 
@@ -26,8 +26,8 @@ import numpy as np  # noqa: E402
 
 from utils.config import validate  # noqa: E402
 from utils.data import build_datasets, build_loaders  # noqa: E402
-from utils.synthetic import make_cifar_tarball  # noqa: E402
-from utils.transforms import build_transforms  # noqa: E402
+from utils.data.synthetic import make_cifar_tarball  # noqa: E402
+from utils.data.transforms import build_transforms  # noqa: E402
 
 JPG_TAR = os.path.join(ROOT, "..", "shared", "data", "cifar10-train-jpg.tar.gz")
 AUG = [{"RandomCrop": {"size": 32, "padding": 4}}, {"RandomHorizontalFlip": {}}, {"Normalize": {}}]

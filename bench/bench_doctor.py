@@ -19,7 +19,7 @@ is printed as well (it counts step 1's sample, so short runs overstate the cost)
 
     python bench/bench_doctor.py [--configs mlp_digits gmlp_digits cnn_cifar10 ...] [--steps 40] [--repeats 3]
 
-CIFAR configs train on a synthetic CIFAR-format tarball (``utils.synthetic.make_cifar_tarball``).
+CIFAR configs train on a synthetic CIFAR-format tarball (``utils.data.synthetic.make_cifar_tarball``).
 """
 import argparse
 import os
@@ -31,14 +31,14 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from utils.trainer import configure_threads  # noqa: E402
+from utils.build import configure_threads  # noqa: E402
 
 configure_threads(0)
 
-from utils import callbacks as cb  # noqa: E402
 from utils.config import load_config  # noqa: E402
-from utils.synthetic import make_cifar_tarball  # noqa: E402
+from utils.data.synthetic import make_cifar_tarball  # noqa: E402
 from utils.trainer import train  # noqa: E402
+from utils.training import callbacks as cb  # noqa: E402
 
 WARMUP_STEPS = 2
 MODES = {"off": ["Doctor.enable=false"], "on": [], "grad": ["Doctor.grad_every=1", "Doctor.sample_every=1000000"],

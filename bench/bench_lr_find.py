@@ -1,6 +1,6 @@
 """LR range test vs a small LR grid: validation accuracy after a short fixed budget.
 
-For each config: run ``tools/lr_find.py``'s sweep (``utils.lr_find.run_lr_find``, defaults 1e-7 -> 10,
+For each config: run ``tools/lr_find.py``'s sweep (``utils.studies.lr_find.run_lr_find``, defaults 1e-7 -> 10,
 100 iterations), then train for the same fixed budget (``--epochs`` whole epochs, the config's own
 schedule and optimizer, early stopping off, one validation at the end) at
 
@@ -29,18 +29,18 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from utils.trainer import configure_threads  # noqa: E402
+from utils.build import configure_threads  # noqa: E402
 
 configure_threads(0)
 
 import numpy as np  # noqa: E402
-
+from common import CIFAR_JPG as ARCHIVE  # noqa: E402
 from common import extract  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 from utils.config import load_config  # noqa: E402
-from utils.lr_find import SUGGESTIONS, run_lr_find  # noqa: E402
+from utils.studies.lr_find import SUGGESTIONS, run_lr_find  # noqa: E402
 from utils.trainer import train  # noqa: E402
 
-from common import CIFAR_JPG as ARCHIVE  # noqa: E402
 DIGITS = ["configs/mlp_digits.yml", "configs/cnn_digits.yml", "configs/gmlp_digits.yml"]
 CIFAR = ["configs/cnn_cifar10.yml"]
 GOAL = 0.97
@@ -141,7 +141,7 @@ def main():
     else:
         print("\nCIFAR-10 not run (opt-in: --cifar; slow on a CPU)")
 
-    print(f"\n| config | optimizer | budget | grid best (lr) | " + " | ".join(SUGGESTIONS) + " |")
+    print("\n| config | optimizer | budget | grid best (lr) | " + " | ".join(SUGGESTIONS) + " |")
     print("| --- | --- | --- | --- | " + " | ".join("---" for _ in SUGGESTIONS) + " |")
     for r in rows:
         cells = []

@@ -22,17 +22,18 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from utils.trainer import configure_threads  # noqa: E402
+from utils.build import configure_threads  # noqa: E402
 
 configure_threads(0)
 
 import paddle  # noqa: E402
 
+from utils.build import build_network
 from utils.config import load_config  # noqa: E402
 from utils.data import build_datasets, build_loaders  # noqa: E402
-from utils.optim import build_loss, build_lr_scheduler, build_optimizer  # noqa: E402
-from utils.synthetic import make_cifar_tarball  # noqa: E402
-from utils.trainer import build_network, train  # noqa: E402
+from utils.data.synthetic import make_cifar_tarball  # noqa: E402
+from utils.trainer import train  # noqa: E402
+from utils.training.optim import build_loss, build_lr_scheduler, build_optimizer  # noqa: E402
 
 
 def make_cfg(tarball, out, model, epochs, run_name):

@@ -31,7 +31,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from utils.trainer import configure_threads  # noqa: E402
+from utils.build import configure_threads  # noqa: E402
 
 configure_threads(0)
 

@@ -11,7 +11,7 @@ evaluations, i.e. what one waits for) to the run without VisualDL is printed:
 The machine is shared, so wall-time differences of a few percent are noise-sized. Two
 figures that depend less on what else runs are printed too: the process CPU time of ``fit``
 (all threads, the LogWriter's background thread included), and the CPU time spent inside the
-logger itself (its hooks, the gradient copy in :class:`utils.vdl.GradCapture` and the
+logger itself (its hooks, the gradient copy in :class:`utils.training.vdl.GradCapture` and the
 ``LogWriter`` calls they make; ``time.thread_time``, so time the thread is preempted does not
 count) as a fraction of the run's fit CPU time. With 2 threads on a loaded 2-core machine the
 OpenMP threads spin-wait for each other, which inflates wall and CPU time and understates that
@@ -35,15 +35,15 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from utils.trainer import configure_threads  # noqa: E402
+from utils.build import configure_threads  # noqa: E402
 
 configure_threads(0)
 
 import paddle  # noqa: E402
 
-from utils import vdl  # noqa: E402
 from utils.config import load_config  # noqa: E402
 from utils.trainer import train  # noqa: E402
+from utils.training import vdl  # noqa: E402
 
 MODES = {
     "off": ["VisualDL.enable=false"],

@@ -38,3 +38,20 @@ def count_params(model):
     total = sum(int(p.numel()) for p in model.parameters())
     trainable = sum(int(p.numel()) for p in model.parameters() if not p.stop_gradient)
     return total, trainable
+
+
+def running_stats(network):
+    """BatchNorm's running mean and variance tensors (``_mean``/``_variance``), each once.
+
+    Paddle keeps them as Parameters with ``stop_gradient=True``, listed by ``named_parameters()``
+    and indistinguishable by their attributes from weights a user froze, so they are found
+    through the layers that own them.
+    """
+    out, seen = [], set()
+    for layer in network.sublayers(include_self=True):
+        for attr in ("_mean", "_variance"):
+            t = getattr(layer, attr, None)
+            if isinstance(t, paddle.Tensor) and id(t) not in seen:
+                seen.add(id(t))
+                out.append(t)
+    return out

@@ -33,7 +33,9 @@ from paddle.vision.models import mobilenetv2 as _pv_mobilenet
 from paddle.vision.models import resnet as _pv_resnet
 from paddle.vision.ops import ConvNormActivation
 
+from models.pretrained import load_matching, pretrained_file
 from models.registry import register_model
+from utils.errors import UserError
 
 SMALL_INPUT_MAX = 64  # stem='auto' switches to the small-input stem at or below this side
 STEMS = ("auto", "small", "imagenet")
@@ -56,8 +58,6 @@ def download_imagenet(arch):
         UserError: one line when the download fails (offline), saying what to do instead.
     """
     from paddle.utils import download
-
-    from utils.errors import UserError
 
     url, md5 = IMAGENET[arch]
     try:
@@ -98,8 +98,6 @@ class PretrainedMixin:
         if pretrained is True or (isinstance(pretrained, str) and pretrained.lower() == "imagenet"):
             self._pretrained = ("imagenet", download_imagenet(arch))
         elif isinstance(pretrained, str) and pretrained:
-            from utils.checkpoint import pretrained_file
-
             self._pretrained = (pretrained, pretrained_file(pretrained, "Arch.pretrained"))
         else:
             raise ValueError(f"pretrained must be null, true/'imagenet' or a .pdparams path, got {pretrained!r}")
@@ -107,8 +105,6 @@ class PretrainedMixin:
 
     def load_pretrained(self):
         """Load the ``pretrained`` weights by name and shape; sets and returns ``pretrained_report``."""
-        from utils.checkpoint import load_matching
-
         if self._pretrained is None:
             return None
         label, file = self._pretrained

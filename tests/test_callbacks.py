@@ -5,9 +5,9 @@ import numpy as np
 import paddle
 import pytest
 
-from utils.callbacks import BestTracker, EarlyStopping, PeriodicEval, Progress, StopOnNaN
-from utils.checkpoint import CheckpointStore, load_state, load_weights, resolve_checkpoint
 from utils.errors import ConfigError, UserError
+from utils.training.callbacks import BestTracker, EarlyStopping, PeriodicEval, Progress, StopOnNaN
+from utils.training.checkpoint import CheckpointStore, load_state, load_weights, resolve_checkpoint
 
 
 def run_sequence(es, values):

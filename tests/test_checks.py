@@ -1,4 +1,4 @@
-"""Pre-flight checks (utils/checks.py, tools/check.py): healthy configs pass, injected faults are
+"""Pre-flight checks (utils/checks/, tools/check.py): healthy configs pass, injected faults are
 caught with the expected status and numbers."""
 import dataclasses
 import json
@@ -16,11 +16,11 @@ import pytest
 
 from models import build_model, list_models
 from utils import checks
+from utils.build import build_network
 from utils.checks import FAIL, PASS, SKIP, WARN, run_checks
 from utils.config import load_config
 from utils.data import ImageDataset, build_datasets
-from utils.synthetic import make_class_folders
-from utils.trainer import build_network
+from utils.data.synthetic import make_class_folders
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -305,7 +305,9 @@ def test_only_accepts_groups_and_rejects_unknown_names():
 
 
 def test_every_finding_has_an_english_message_and_a_language_can_be_added(monkeypatch):
-    src = open(os.path.join(ROOT, "utils", "checks.py"), encoding="utf-8").read()
+    package = os.path.join(ROOT, "utils", "checks")
+    src = "".join(open(os.path.join(package, f), encoding="utf-8").read() for f in sorted(os.listdir(package))
+                  if f.endswith(".py"))
     used = set(re.findall(r'_result\([^,]+, [^,]+, "(\w+)"', src))
     assert len(used) > 30 and used <= set(checks.MESSAGES["en"]), used - set(checks.MESSAGES["en"])
     monkeypatch.setitem(checks.MESSAGES, "zh", {"init_ok": ("初始损失 {loss:.2f}", None)})

@@ -11,10 +11,9 @@ from PIL import Image
 
 from utils.config import validate
 from utils.data import build_datasets, build_eval_loader, build_loaders, compute_mean_std
+from utils.data.synthetic import CIFAR10_NAMES, make_cifar_tarball, make_class_folders, make_filelist
+from utils.data.transforms import OPS, build_transforms, transforms_markdown
 from utils.errors import ConfigError, DataError
-from utils.synthetic import (CIFAR10_NAMES, make_cifar_tarball, make_class_folders,
-                             make_filelist)
-from utils.transforms import OPS, build_transforms, transforms_markdown
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

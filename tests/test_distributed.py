@@ -17,9 +17,11 @@ import numpy as np
 import paddle
 import pytest
 
-from utils import distributed as dp
+from utils.addons import distributed as dp
 from utils.config import load_config
-from utils.evaluate import evaluate_run, summarize
+from utils.data import shard_range
+from utils.runs import evaluate_run
+from utils.training.evaluate import summarize
 
 # The launched tests run 2 CPU processes over gloo: with a CUDA build the launcher would take GPUs.
 cpu_wheel = pytest.mark.skipif(paddle.device.is_compiled_with_cuda(), reason="2 CPU (gloo) processes need the CPU wheel")
@@ -150,11 +152,12 @@ def test_early_stopping_agrees_and_batchnorm_statistics_are_averaged(tmp_path):
 STOP_ONE_RANK = """
 import os, sys
 sys.path.insert(0, {root!r})
-from utils.trainer import configure_threads
+from utils.build import configure_threads
 configure_threads(0)
 from paddle.callbacks import Callback
-from utils.callbacks import request_stop
+from utils.training.callbacks import request_stop
 from utils.config import load_config
+from utils.data import shard_range
 from utils.trainer import train
 
 
@@ -211,7 +214,7 @@ def test_global_batch_is_batch_times_ranks(tmp_path):
 
 @pytest.mark.parametrize("n,world", [(360, 2), (361, 2), (10, 3), (1, 2), (0, 2), (7, 8)])
 def test_shard_range_covers_every_sample_once(n, world):
-    blocks = [dp.shard_range(n, r, world) for r in range(world)]
+    blocks = [shard_range(n, r, world) for r in range(world)]
     assert blocks[0][0] == 0 and blocks[-1][1] == n
     assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
     sizes = [hi - lo for lo, hi in blocks]
@@ -227,7 +230,7 @@ def test_sums_of_shards_give_the_metrics_of_the_whole_set(label_smoothing):
     whole = summarize(logits, labels, topk, label_smoothing)
     for world in (1, 2, 3, 7, 150):  # 150 > 101: some blocks are empty
         sums = sum(dp.shard_sums(logits[lo:hi], labels[lo:hi], topk, label_smoothing)
-                   for lo, hi in (dp.shard_range(101, r, world) for r in range(world)))
+                   for lo, hi in (shard_range(101, r, world) for r in range(world)))
         got = dp.metrics_from_sums(sums, topk)
         assert got["samples"] == whole["samples"] == 101
         assert got["acc"] == whole["acc"] and got["acc_top5"] == whole["acc_top5"]
@@ -263,8 +266,8 @@ def test_train_shards_are_disjoint_and_follow_the_epoch():
 
 def test_a_resumed_run_shuffles_its_epochs_as_the_uninterrupted_one():
     """The sampler's epoch comes from Progress (seed + epoch), not from its own counter that restarts at 0."""
-    from utils.callbacks import Progress
     from utils.data import build_datasets, build_loaders
+    from utils.training.callbacks import Progress
 
     cfg = load_config(os.path.join(ROOT, "configs/mlp_digits.yml"))
     bundle = build_datasets(cfg)

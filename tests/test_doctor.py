@@ -409,7 +409,7 @@ def test_lr_far_too_low_is_flat(out):
 
 @pytest.fixture(scope="module")
 def filelists(tmp_path_factory):
-    from utils.synthetic import make_filelist
+    from utils.data.synthetic import make_filelist
 
     root = tmp_path_factory.mktemp("filelists")
     perm = make_filelist(str(root / "perm"), classes=4, n_train_per_class=60, n_val_per_class=20, size=8, fmt="png")

@@ -1,4 +1,4 @@
-"""EMA of the weights (utils/ema.py) and mixed precision settings (utils/amp.py)."""
+"""EMA of the weights (utils/addons/ema.py) and mixed precision settings (utils/addons/amp.py)."""
 import json
 import os
 from types import SimpleNamespace
@@ -7,13 +7,13 @@ import numpy as np
 import paddle
 import pytest
 
-from utils.amp import amp_configs_for
-from utils.callbacks import Checkpointer, Progress
-from utils.checkpoint import CheckpointStore
+from utils.addons.amp import amp_configs_for
+from utils.addons.ema import EMACallback, ModelEMA, warmup_decay
 from utils.config import load_config
-from utils.ema import EMACallback, ModelEMA, warmup_decay
 from utils.errors import ConfigError, UserError
 from utils.trainer import train
+from utils.training.callbacks import Checkpointer, Progress
+from utils.training.checkpoint import CheckpointStore
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

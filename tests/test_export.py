@@ -11,12 +11,12 @@ import paddle
 import pytest
 import yaml
 from PIL import Image
+from tool_asserts import assert_user_error as one_line_error
 
 from utils.config import load_config
+from utils.deploy.export import Predictor, collect_inputs, export_run, load_run_network
 from utils.errors import UserError
-from utils.export import Predictor, collect_inputs, export_run, load_run_network
 from utils.trainer import train
-from tool_asserts import assert_user_error as one_line_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ["Global.verbose=0", "Doctor.enable=false", "VisualDL.enable=false"]
@@ -78,7 +78,7 @@ def predictor(digits):
 @pytest.fixture(scope="module")
 def rgb(tmp_path_factory):
     """cnn_folder on 36x36 RGB JPEG class folders, eval Resize 36 -> CenterCrop 32, exported in-process."""
-    from utils.synthetic import make_class_folders
+    from utils.data.synthetic import make_class_folders
 
     tmp = tmp_path_factory.mktemp("rgb")
     names = make_class_folders(str(tmp / "imgs"), ["cat", "dog", "fox"], 20, size=36, fmt="jpg")
@@ -187,10 +187,10 @@ def test_rgb_image_files_parity_with_resize_and_crop(rgb):
 def test_grey_folder_with_resize_parity_untrained(tmp_path):
     """1-channel PNG folders of another size: PIL resizes the loader's L image and the predictor's
     replicated RGB one identically, and the program's grey conversion is exact."""
+    from utils.build import build_network
     from utils.data import build_datasets
-    from utils.export import export_network, parity_check
-    from utils.synthetic import make_class_folders
-    from utils.trainer import build_network
+    from utils.data.synthetic import make_class_folders
+    from utils.deploy.export import export_network, parity_check
 
     make_class_folders(str(tmp_path / "g"), 2, 6, size=20, fmt="png", gray=True)
     cfg = load_config(os.path.join(ROOT, "configs/cnn_folder.yml"),

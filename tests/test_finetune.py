@@ -8,12 +8,12 @@ import paddle
 import pytest
 
 from models import build_model
-from utils.checkpoint import load_matching
+from models.pretrained import load_matching
+from utils.addons.finetune import FineTunePlan, TwoStage, apply_freeze, apply_lr_mult, select
 from utils.config import load_config, validate
 from utils.errors import ConfigError, UserError
-from utils.finetune import FineTunePlan, TwoStage, apply_freeze, apply_lr_mult, select
-from utils.optim import build_lr_scheduler, build_optimizer
 from utils.trainer import train
+from utils.training.optim import build_lr_scheduler, build_optimizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CNN_BODY = ["stages.0", "stages.1", "stages.2"]

@@ -18,8 +18,8 @@ import sys
 import numpy as np
 import pytest
 
-from utils import init_study as st
 from utils.config import load_config
+from utils.studies import init_study as st
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

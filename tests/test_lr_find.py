@@ -12,9 +12,17 @@ from paddle.base import unique_name
 
 from utils.config import load_config
 from utils.errors import UserError
-from utils.lr_find import (SUGGESTIONS, RECOMMENDED, ema_smooth, exp_lrs, format_lr, lr_range_test, run_lr_find,
-                           suggest_lrs)
-from utils.optim import ClosedFormLR
+from utils.studies.lr_find import (
+    RECOMMENDED,
+    SUGGESTIONS,
+    ema_smooth,
+    exp_lrs,
+    format_lr,
+    lr_range_test,
+    run_lr_find,
+    suggest_lrs,
+)
+from utils.training.optim import ClosedFormLR
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # BatchNorm1D in train mode warns that it tracks global statistics; expected here.
@@ -207,9 +215,9 @@ def test_restores_weights_and_optimizer_exactly(opt_name):
 
 
 def digits_setup(*overrides):
+    from utils.build import build_network
     from utils.data import build_datasets, build_loaders
-    from utils.optim import build_loss, build_lr_scheduler, build_optimizer
-    from utils.trainer import build_network
+    from utils.training.optim import build_loss, build_lr_scheduler, build_optimizer
 
     cfg = load_config(os.path.join(ROOT, "configs", "mlp_digits.yml"), ["Global.verbose=0", *overrides])
     paddle.seed(0)

@@ -1,4 +1,4 @@
-"""utils/optim.py: LR schedules (hand-computed values), plateau, state round trips, optimizers,
+"""utils/training/optim.py: LR schedules (hand-computed values), plateau, state round trips, optimizers,
 regularizers, gradient clipping and the label-smoothed loss."""
 import math
 
@@ -8,8 +8,7 @@ import pytest
 
 from utils.config import validate
 from utils.errors import ConfigError
-from utils.optim import (ClosedFormLR, build_loss, build_lr_scheduler, build_optimizer, current_lr,
-                         schedule_warnings)
+from utils.training.optim import ClosedFormLR, build_loss, build_lr_scheduler, build_optimizer, current_lr, schedule_warnings
 
 OPTIMIZERS = ["SGD", "Momentum", "Adam", "AdamW", "RMSProp", "Adadelta"]
 

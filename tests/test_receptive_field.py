@@ -13,7 +13,7 @@ import paddle.nn as nn
 import pytest
 
 import models
-from utils.receptive_field import gradient_extent, receptive_field
+from utils.studies.receptive_field import gradient_extent, receptive_field
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

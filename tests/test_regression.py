@@ -12,12 +12,13 @@ import paddle
 import pytest
 
 from utils import doctor as D
+from utils.build import build_network
 from utils.config import load_config
 from utils.data import TabularDataset, build_datasets
 from utils.errors import ConfigError, UserError
-from utils.evaluate import RegressionMetrics
-from utils.optim import RegressionLoss, build_loss, regression_loss_np
-from utils.trainer import build_network, train
+from utils.trainer import train
+from utils.training.evaluate import RegressionMetrics
+from utils.training.optim import RegressionLoss, build_loss, regression_loss_np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "mlp_diabetes.yml")
@@ -277,7 +278,7 @@ def test_visualize_classification_commands_refuse_a_regression_run(runs):
     r = _tool("tools/visualize.py", "confusion", run)
     assert r.returncode != 0 and "regression run" in r.stderr and "curves" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
-    from utils.visualize import plot_curves
+    from utils.visual.visualize import plot_curves
 
     res = plot_curves([run], os.path.join(str(runs["out"]), "curves.png"))
     assert res.panels == 3 and os.path.isfile(res.path)

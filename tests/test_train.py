@@ -7,10 +7,10 @@ import sys
 import numpy as np
 import paddle
 import pytest
+from tool_asserts import assert_user_error
 
 from utils.config import load_config
 from utils.trainer import train
-from tool_asserts import assert_user_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -145,7 +145,7 @@ def test_eval_tool_reports_and_writes_json(tmp_path):
 
 
 def test_data_errors_through_the_tool(tmp_path):
-    from utils.synthetic import make_filelist
+    from utils.data.synthetic import make_filelist
     root = tmp_path / "ds"
     paths = make_filelist(str(root), classes=3, n_train_per_class=4, n_val_per_class=2, size=16)
     lines = open(paths["train_list"]).read().splitlines()

@@ -9,12 +9,21 @@ import time
 import optuna
 import pytest
 import yaml
+from tool_asserts import assert_user_error
 
 from utils.config import load_config, parse_override
 from utils.errors import ConfigError, UserError
-from utils.tune import (TrialReporter, check_grid, edge_warnings, failure_reason, load_space, open_storage,
-                        param_overrides, prepare, run_study)
-from tool_asserts import assert_user_error
+from utils.tune import (
+    TrialReporter,
+    check_grid,
+    edge_warnings,
+    failure_reason,
+    load_space,
+    open_storage,
+    param_overrides,
+    prepare,
+    run_study,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MLP = os.path.join(ROOT, "configs", "mlp_digits.yml")

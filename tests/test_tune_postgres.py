@@ -11,7 +11,6 @@ import sys
 
 import pytest
 import yaml
-
 from pg_server import PostgresServer, missing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,4 +1,4 @@
-"""VisualDL logging (utils/vdl.py): histograms, prediction images, confidence, PR curves, hparams.
+"""VisualDL logging (utils/training/vdl.py): histograms, prediction images, confidence, PR curves, hparams.
 
 Two tiny digits runs (the MLP, 2 epochs) are read back with ``visualdl.LogReader``: one with
 the defaults, one with every switch off. The rest are unit tests of the pieces.
@@ -11,10 +11,10 @@ import paddle
 import pytest
 from PIL import Image
 
-from utils import vdl
 from utils.config import load_config
 from utils.errors import ConfigError
 from utils.trainer import train
+from utils.training import vdl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,8 +40,8 @@ def tags(reader):
 
 
 def param_names_and_sizes(cfg):
+    from utils.build import build_network
     from utils.data import build_datasets
-    from utils.trainer import build_network
 
     net = build_network(cfg, build_datasets(cfg))
     return {n: int(np.prod(p.shape)) for n, p in net.named_parameters()}
@@ -250,7 +250,7 @@ def test_bad_values_are_config_errors():
 
 
 def test_logger_still_importable_from_callbacks():
-    from utils.callbacks import VisualDLLogger
+    from utils.training.vdl import VisualDLLogger
 
     assert VisualDLLogger is vdl.VisualDLLogger
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from utils.config import load_config
 from utils.trainer import train
-from utils.vdl_page import VisualDLServer, find_chromium, image_page, scalar_page
+from utils.visual.vdl_page import VisualDLServer, find_chromium, image_page, scalar_page
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -118,7 +118,7 @@ def test_missing_logdir_is_a_one_line_error(tmp_path):
 
 def test_visualize_tool_screenshots_the_page(run_dir, tmp_path, capsys):
     need_browser()
-    from utils.vdl_page import screenshot
+    from utils.visual.vdl_page import screenshot
 
     out = str(tmp_path / "shot.png")
     res = screenshot(run_dir, out, "scalar", ("train", "eval"))

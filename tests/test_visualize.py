@@ -1,4 +1,4 @@
-"""tools/visualize.py and utils/visualize.py: every command writes a PNG of the planned size with
+"""tools/visualize.py and utils/visual/visualize.py: every command writes a PNG of the planned size with
 content and the planned panels; wrong paths, layers, images and models are one-line errors."""
 import os
 import shutil
@@ -8,13 +8,13 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
+from tool_asserts import assert_user_error
 
 from utils.config import dump_config, load_config
 from utils.errors import UserError
 from utils.runs import open_run
 from utils.trainer import train
-from utils import visualize as vis
-from tool_asserts import assert_user_error
+from utils.visual import visualize as vis
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A figure with real content: a blank white PNG has std 0, and the sparsest figure here
@@ -50,8 +50,8 @@ def untrained_run(folder, config, *overrides):
     """A run directory with config.yml and an untrained best_model (no training: checkpoint shape only)."""
     import paddle
 
+    from utils.build import build_network
     from utils.data import build_datasets
-    from utils.trainer import build_network
 
     os.makedirs(folder, exist_ok=True)
     cfg = load_config(os.path.join(ROOT, config), overrides)
@@ -266,7 +266,7 @@ def test_confusion(runs, tmp_path):
 
 def test_rgb_data(tmp_path):
     """3-channel images: colour batch and filters, an RGB JPEG of another size over the attention maps."""
-    from utils.synthetic import make_cifar_tarball
+    from utils.data.synthetic import make_cifar_tarball
 
     make_cifar_tarball(str(tmp_path / "cifar-10-python.tar.gz"), n_train=200, n_test=20)
     run = untrained_run(tmp_path / "run", "configs/cnn_sa_cifar10.yml", f"Data.data_dir={tmp_path}")

@@ -42,7 +42,7 @@ def main(argv=None):
     from utils import checks  # imports paddle only when the checks run
 
     names = checks.select_checks(args.only)  # unknown names: exit 2 before any work
-    from utils.trainer import configure_threads
+    from utils.build import configure_threads
 
     configure_threads(cfg["Global"]["num_threads"])
     t0 = time.time()

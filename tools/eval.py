@@ -30,8 +30,8 @@ def main(argv=None):
     args = parse_args(argv)
     run = open_run(args.run, args.checkpoint, args.config, args.override)
 
-    from utils.checkpoint import save_json
-    from utils.evaluate import evaluate_run, format_report
+    from utils.runs import evaluate_run, format_report
+    from utils.training.checkpoint import save_json
 
     report = evaluate_run(run.cfg, run.checkpoint, args.split)
     print(format_report(report))

@@ -65,7 +65,7 @@ def classic_inits(init, init_std):
 
 
 def run_classic(args):
-    from utils import init_study as st
+    from utils.studies import init_study as st
 
     runs = st.classic_experiment(classic_inits(args.init, args.init_std), num_layers=args.layers or 10,
                                  units=args.units, samples=args.samples, seed=0 if args.seed is None else args.seed)
@@ -79,8 +79,8 @@ def run_classic(args):
 
 
 def run_model(args, cfg):
-    from utils import init_study as st
-    from utils.trainer import select_device
+    from utils.build import select_device
+    from utils.studies import init_study as st
 
     select_device(cfg["Global"]["device"])
     res = st.model_study(cfg, init=args.init, init_std=args.init_std, batch_size=args.batch_size,
@@ -109,7 +109,7 @@ def main(argv=None):
     if cfg is None and args.override:
         raise UserError("-o overrides need a config (-c)")
 
-    from utils.trainer import configure_threads
+    from utils.build import configure_threads
 
     configure_threads(cfg["Global"]["num_threads"] if cfg else 0)
     if cfg is None:

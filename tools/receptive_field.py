@@ -32,10 +32,10 @@ def main(argv=None):
         raise UserError(f"--image-size must be >= 1, got {args.image_size}")
     cfg = load_config(args.config, args.override)
 
-    from utils.trainer import configure_threads
+    from utils.build import configure_threads
 
     configure_threads(cfg["Global"]["num_threads"])
-    from utils.receptive_field import config_receptive_field, format_table
+    from utils.studies.receptive_field import config_receptive_field, format_table
 
     res = config_receptive_field(cfg, args.image_size)
     side = res["input_size"][0]

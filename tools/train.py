@@ -2,7 +2,7 @@
 
 Resume an interrupted run in its own directory: ``python tools/train.py --resume output/gmlp_digits/<run>``.
 
-Several processes (data parallel; ``utils/distributed.py``), CPU or GPUs:
+Several processes (data parallel; ``utils/addons/distributed.py``), CPU or GPUs:
 ``python -m paddle.distributed.launch --nproc_per_node 2 tools/train.py -c ...`` or
 ``python -m paddle.distributed.launch --gpus "0,1,2,3" tools/train.py -c ...``.
 """
@@ -39,7 +39,7 @@ def main(argv=None):
     else:
         cfg = load_config(args.config, args.override)
 
-    from utils.trainer import configure_threads
+    from utils.build import configure_threads
 
     configure_threads(cfg["Global"]["num_threads"])
     from utils.trainer import train

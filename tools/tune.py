@@ -52,7 +52,7 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args.config, args.override)  # config errors first, before paddle and the database
 
-    from utils.trainer import configure_threads
+    from utils.build import configure_threads
 
     configure_threads(cfg["Global"]["num_threads"])
     from utils.tune import prepare, run_study

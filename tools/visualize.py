@@ -101,11 +101,11 @@ def main(argv=None):
     args = parse_args(argv)
     cmd = args.command
     if cmd == "curves":
-        from utils.visualize import plot_curves
+        from utils.visual.visualize import plot_curves
 
         res = plot_curves(args.runs, args.out or _default_out(run_dir_of(args.runs[0]), "curves"))
     elif cmd == "visualdl":
-        from utils.vdl_page import screenshot
+        from utils.visual.vdl_page import screenshot
 
         out = args.out or os.path.join(args.logdir, "vis", f"visualdl_{args.page}.png")
         res = screenshot(args.logdir, out, args.page, args.groups, args.width)
@@ -119,14 +119,14 @@ def main(argv=None):
             cfg = open_config(args.config, args.override)
             out = args.out or os.path.join("vis", f"batch_{cfg['_meta']['config_name']}.png")
         _classification_only(cfg, "batch")
-        from utils.visualize import plot_batch
+        from utils.visual.visualize import plot_batch
 
         res = plot_batch(cfg, out, epoch=args.epoch)
     else:
         run = open_run(args.run, args.checkpoint, args.config, args.override)
         _classification_only(run.cfg, cmd)
         out = args.out or _default_out(run.run_dir, cmd)
-        from utils import visualize as vis
+        from utils.visual import visualize as vis
 
         if cmd == "weights":
             res = vis.plot_weights(run.cfg, run.checkpoint, out)

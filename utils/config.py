@@ -179,7 +179,7 @@ SCHEMA = {
         # The defaults cost 1-2% of training time on digits, the worst case (epochs of 1.5-2.6 s): CPU time inside the
         # logger / fit CPU time 1.0% (cnn_digits) and 2.0% (gmlp_digits), 5 epochs, median of 5, with
         # `OMP_NUM_THREADS=1 python bench/bench_vdl.py`; histograms ~18 ms and the prediction image ~10 ms per
-        # epoch. Wall time vs VisualDL off: ratio 0.73-0.94, i.e. within the shared machine's noise. Tags: utils/vdl.py.
+        # epoch. Wall time vs VisualDL off: ratio 0.73-0.94, i.e. within the shared machine's noise. Tags: utils/training/vdl.py.
         "enable": Key(bool, True, "Write a VisualDL log into the run directory (train/eval scalars on one step axis); the keys below add to it."),
         "histograms_every_epochs": Key(int, 1, "Weight and gradient histograms of every parameter (weights/<name>, grads/<name>; gradients of a real training step, before clipping and weight decay) on the last step of every N-th epoch and of the last epoch; 0 = off."),
         "sample_images": Key(int, 16, "At each evaluation, an image (eval/predictions) of N fixed validation samples (classes in turn) with the predicted class and confidence, framed green when right and red when wrong; 0 = off."),
@@ -193,7 +193,7 @@ SCHEMA = {
         "sample_every": Key(int, 50, "Per-layer activation and gradient statistics every N steps (and at the first and last step)."),
         "grad_every": Key(int, 10, "Global gradient norm and clipping statistics every N steps."),
     },
-    # Fine-tuning (utils/finetune.py). Patterns name parameters as model.named_parameters() does
+    # Fine-tuning (utils/addons/finetune.py). Patterns name parameters as model.named_parameters() does
     # (layer1.0.conv1.weight, fc.bias); BatchNorm running statistics are not parameters here.
     "FineTune": {
         "freeze": Key(list, [], "Parameter-name patterns frozen for the whole run (stop_gradient: no update, no weight decay). A name without wildcards is that parameter or the whole layer (layer1 = layer1.*); with * ? [ ] it is an fnmatch glob over the full name (* crosses dots); re:REGEX is a regular expression searched in the name. A pattern matching no parameter is an error listing the names.", nullable=True),
@@ -204,14 +204,14 @@ SCHEMA = {
         "body_lr_mult": Key(float, 0.1, "head_epochs, second stage: learning-rate multiplier of the body (an lr_mult pattern still decides for the parameters it matches)."),
         "pretrained_exclude": Key(list, [], "Patterns of parameters NOT loaded from Global.pretrained_model even when name and shape match: a fresh head when the new task has as many classes as the old one.", nullable=True),
     },
-    # EMA of the weights (utils/ema.py); PaddleClas's EMA section has `decay` too.
+    # EMA of the weights (utils/addons/ema.py); PaddleClas's EMA section has `decay` too.
     "EMA": {
         "enable": Key(bool, False, "Keep an exponential moving average of the weights and of the BatchNorm running statistics; every evaluation evaluates both (eval/* raw, eval_ema/* EMA), best_model is whichever is better (\"weights\": ema or raw in the metrics), ema.pdparams is saved beside latest and a resume continues the average exactly."),
         "decay": Key(float, 0.999, "Decay per update, in (0, 1): the average spans about 1/(1-decay) updates."),
         "warmup": Key(bool, True, "Decay of the n-th update is min(decay, (1+n)/(10+n)) (PaddleClas / TensorFlow num_updates), so early averages follow the weights."),
         "every_iters": Key(int, 1, "Update the average every N training iterations."),
     },
-    # Mixed precision (utils/amp.py), PaddleClas's AMP key names; hapi's Model.prepare(amp_configs=...).
+    # Mixed precision (utils/addons/amp.py), PaddleClas's AMP key names; hapi's Model.prepare(amp_configs=...).
     "AMP": {
         "level": Key(str, None, "Mixed precision on GPU: O1 (float16 where safe, float32 weights) or O2 (float16 weights); null = float32. On CPU it is ignored with a warning (Paddle's AMP needs a GPU).", choices=("O1", "O2")),
         "scale_loss": Key(float, 32768.0, "Initial loss scaling (GradScaler init_loss_scaling)."),
@@ -403,7 +403,7 @@ def check_task(cfg, explicit=(), origin=None):
 
 
 def check_ema(cfg, origin=None):
-    """Ranges of the EMA keys (utils/ema.py); a ConfigError naming the key and where it was set."""
+    """Ranges of the EMA keys (utils/addons/ema.py); a ConfigError naming the key and where it was set."""
     origin = origin or {}
     e = cfg["EMA"]
     if not 0.0 < e["decay"] < 1.0:
@@ -483,7 +483,7 @@ def schema_markdown():
             default = yaml.safe_dump(key.default, default_flow_style=True).strip().removesuffix("...").strip()
             out.append(f"| `{k}` | {key.type_name()} | `{default}` | {key.help} |")
         out.append("")
-    from utils.transforms import transforms_markdown  # numpy/PIL only
+    from utils.data.transforms import transforms_markdown  # numpy/PIL only
 
     out.append(transforms_markdown())
     return "\n".join(out)

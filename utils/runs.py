@@ -66,8 +66,8 @@ def open_config(path, overrides=()):
     Raises:
         UserError: no such file, or an invalid config.
     """
+    from utils.build import configure_threads
     from utils.config import load_config
-    from utils.trainer import configure_threads
 
     if not os.path.isfile(path):
         raise UserError(f"-c {path}: no such config file (configs are in configs/, e.g. configs/cnn_digits.yml)")
@@ -105,7 +105,83 @@ def open_run(path, checkpoint="best_model", config=None, overrides=(), need_chec
     cfg = open_config(cfg_path, overrides)
     prefix = None
     if need_checkpoint:
-        from utils.checkpoint import resolve_checkpoint
+        from utils.training.checkpoint import resolve_checkpoint
 
         prefix = resolve_checkpoint(path, checkpoint)
     return Run(run_dir=run_dir, cfg=cfg, config_path=cfg_path, checkpoint=prefix)
+
+
+def evaluate_run(cfg, checkpoint, split="val"):
+    """Evaluate a checkpoint on a split of the config's data; returns a JSON-able report.
+
+    Args:
+        cfg: the resolved config the checkpoint was trained with.
+        checkpoint: checkpoint prefix (``.../best_model``).
+        split: ``val``, ``test`` or ``train``.
+    """
+    import numpy as np
+
+    from utils.build import build_network, topk_for
+    from utils.data import build_datasets, build_eval_loader
+    from utils.training.checkpoint import load_weights
+    from utils.training.evaluate import RegressionMetrics, confusion_matrix, per_class_accuracy, predict, summarize
+
+    bundle = build_datasets(cfg)
+    dataset = {"val": bundle.val, "test": bundle.test, "train": bundle.train}.get(split)
+    if dataset is None:
+        raise UserError(f"--split {split}: this dataset has no {split} split "
+                        f"({cfg['Data']['name']} has: " + ", ".join(s for s in ("train", "val", "test") if getattr(bundle, s) is not None) + ")")
+    network = build_network(cfg, bundle)
+    load_weights(network, checkpoint)
+    logits, labels = predict(network, build_eval_loader(cfg, dataset))
+    if bundle.task == "regression":
+        metrics = RegressionMetrics.from_bundle(cfg, bundle)
+        report = metrics(logits, labels)
+        pred, true = metrics.denormalize(logits), metrics.denormalize(labels)
+        err = pred - true
+        report.update(split=split, checkpoint=checkpoint, task="regression", loss_name=metrics.loss,
+                      target_mean=bundle.target_mean, target_std=bundle.target_std,
+                      target_range=[float(true.min()), float(true.max())] if len(true) else None,
+                      r2=float(1 - (err ** 2).sum() / max(((true - true.mean()) ** 2).sum(), 1e-12)) if len(true) else None,
+                      abs_error_quantiles={q: float(np.quantile(np.abs(err), float(q))) for q in ("0.5", "0.9", "1.0")}
+                      if len(err) else {})
+        return report
+    topk = topk_for(cfg, bundle.num_classes)
+    report = summarize(logits, labels, topk, cfg["Loss"]["label_smoothing"])
+    cm = confusion_matrix(logits, labels, bundle.num_classes)
+    names = list(bundle.class_names)
+    report.update(split=split, checkpoint=checkpoint,
+                  per_class_accuracy={n: (None if np.isnan(a) else float(a)) for n, a in zip(names, per_class_accuracy(cm))},
+                  confusion_matrix=cm.tolist(), class_names=names)
+    return report
+
+
+def format_report(report):
+    """A plain-text table of an :func:`evaluate_run` report."""
+    if report.get("task") == "regression":
+        norm = ("targets normalized with mean {:.4g}, std {:.4g}".format(report["target_mean"], report["target_std"])
+                if report.get("target_mean") is not None else "targets not normalized")
+        q = report.get("abs_error_quantiles") or {}
+        lines = [f"{report['split']} split, {report['samples']} samples, checkpoint {report['checkpoint']}",
+                 f"loss ({report['loss_name']}, training units) {report['loss']:.4f}",
+                 f"mae {report['mae']:.4f}  rmse {report['rmse']:.4f}  r2 {report['r2']:.4f}  (target units; {norm})"]
+        if q:
+            lines.append("absolute error: median {:.4f}, 90th percentile {:.4f}, max {:.4f}".format(q["0.5"], q["0.9"], q["1.0"]))
+        if report.get("target_range"):
+            lines.append("targets in [{:.4g}, {:.4g}]".format(*report["target_range"]))
+        return "\n".join(lines)
+    names = report["class_names"]
+    w = max(8, max(len(n) for n in names))
+    lines = [f"{report['split']} split, {report['samples']} images, checkpoint {report['checkpoint']}",
+             "  ".join(f"{k} {v:.4f}" for k, v in report.items() if k == "loss" or k.startswith("acc")), "",
+             f"{'class':<{w}}  accuracy"]
+    for n in names:
+        a = report["per_class_accuracy"][n]
+        lines.append(f"{n:<{w}}  {'-' if a is None else f'{a:.4f}'}")
+    lines += ["", "confusion matrix (rows: true, columns: predicted)"]
+    cm = report["confusion_matrix"]
+    cw = max(4, max(len(str(v)) for row in cm for v in row) + 1)
+    lines.append(" " * w + "".join(f"{i:>{cw}}" for i in range(len(names))))
+    for i, row in enumerate(cm):
+        lines.append(f"{names[i][:w]:<{w}}" + "".join(f"{v:>{cw}}" for v in row))
+    return "\n".join(lines)

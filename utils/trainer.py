@@ -3,96 +3,13 @@
 Functions, not an engine class: each step is reachable from tests and other tools.
 ``train(cfg)`` is what ``tools/train.py`` calls.
 """
-import contextlib
-import datetime
-import io
 import json
 import os
-import sys
 import time
 import warnings
 
+from utils.build import build_network, network_input_side, new_run_dir, select_device, topk_for  # noqa: F401  (build_network: tests record the network the spine builds)
 from utils.errors import UserError
-
-
-def configure_threads(num_threads=0):
-    """Give Paddle's CPU kernels ``num_threads`` threads (0 = every core).
-
-    Paddle sets OMP_NUM_THREADS=1 at import when it is unset; on 2 cores a 4-conv CNN ran
-    ~160 img/s with 2 threads vs ~120 with 1. The variable must be set before paddle is
-    imported, so tools call this first. An explicit OMP_NUM_THREADS in the environment wins.
-    """
-    # Data parallel on one machine: the launcher's processes share the cores (PADDLE_LOCAL_SIZE of
-    # them; read here, not via utils.distributed, which imports paddle).
-    local = max(1, int(os.environ.get("PADDLE_LOCAL_SIZE") or 1))
-    n = num_threads or max(1, (os.cpu_count() or 1) // local)
-    if "paddle" in sys.modules:
-        return int(os.environ.get("OMP_NUM_THREADS", "1"))
-    os.environ.setdefault("OMP_NUM_THREADS", str(n))
-    # Paddle prints a data-parallel warning about OMP_NUM_THREADS > 1 and a ccache notice at
-    # import; neither applies to a single-process run.
-    with contextlib.redirect_stderr(io.StringIO()):
-        import paddle  # noqa: F401
-    return int(os.environ["OMP_NUM_THREADS"])
-
-
-def select_device(name="auto"):
-    """Set Paddle's device from ``Global.device``; returns the device string used."""
-    import paddle
-
-    has_gpu = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
-    if name == "gpu" and not has_gpu:
-        raise UserError("Global.device: gpu requested but Paddle sees no GPU (install paddlepaddle-gpu, "
-                        "or use -o Global.device=cpu)")
-    device = "gpu" if (name == "gpu" or (name == "auto" and has_gpu)) else "cpu"
-    paddle.set_device(device)
-    return device
-
-
-def new_run_dir(cfg):
-    """``<output_dir>/<config name>/<timestamp or run_name>``; refuses to reuse a non-empty one."""
-    g = cfg["Global"]
-    name = g["run_name"] or datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = os.path.join(g["output_dir"], cfg["_meta"]["config_name"], name)
-    if os.path.isdir(run_dir) and os.listdir(run_dir):
-        raise UserError(f"run directory {run_dir} already exists and is not empty: choose another "
-                        f"-o Global.run_name, or continue it with --resume {run_dir}")
-    os.makedirs(run_dir, exist_ok=True)
-    return run_dir
-
-
-def topk_for(cfg, num_classes):
-    ks = sorted({int(k) for k in cfg["Metric"]["topk"] if int(k) <= num_classes} | {1})
-    return tuple(ks)
-
-
-def network_input_side(bundle):
-    """The side of the square images the pipeline outputs; non-square is a UserError with the fix."""
-    size = bundle.image_size
-    if isinstance(size, (tuple, list)):
-        if size[0] != size[1]:
-            raise UserError(f"the images are {size[0]}x{size[1]} but the models take square inputs: "
-                            f"set Data.image_size (e.g. -o Data.image_size={max(size)})")
-        size = size[0]
-    return int(size)
-
-
-# Models that take a flat feature vector (tabular data arrives as num_features x 1 x 1 and they flatten it).
-TABULAR_MODELS = ("mlp",)
-
-
-def build_network(cfg, bundle):
-    """The model of ``Arch`` for this data (classes, channels, size)."""
-    from models import build_model
-    from utils.config import model_kwargs
-
-    a = cfg["Arch"]
-    if getattr(bundle, "num_features", None) and a["name"] not in TABULAR_MODELS:
-        raise UserError(f"Arch.name: {a['name']!r} takes images, but Data.name {bundle.name} is a table of "
-                        f"{bundle.num_features} features: use {' or '.join(TABULAR_MODELS)}")
-    size = network_input_side(bundle)
-    return build_model(a["name"], num_classes=bundle.num_classes, in_channels=bundle.in_channels,
-                       image_size=size, init=a["init"], init_std=a["init_std"], **model_kwargs(cfg))
 
 
 def _record_data(cfg, bundle):
@@ -110,15 +27,6 @@ def _quiet(*args, **kwargs):
     pass
 
 
-def _vdl_writer(run_dir):
-    from visualdl import LogWriter
-
-    # Reuse this run's log file on resume: the server shows only the newest file per directory.
-    existing = sorted(f for f in os.listdir(run_dir) if f.startswith("vdlrecords."))
-    name = existing[-1] if existing else f"vdlrecords.{int(time.time())}.log"
-    return LogWriter(logdir=run_dir, file_name=name, flush_secs=10)
-
-
 def train(cfg, print_fn=print, callbacks=()):
     """Train as ``cfg`` says; returns the metrics dict also written to ``metrics.json``.
 
@@ -127,7 +35,7 @@ def train(cfg, print_fn=print, callbacks=()):
     ``callbacks``: extra hapi callbacks, added as listeners: they get every hapi hook and
     ``on_eval_end(logs)`` after each validation (``tools/tune.py`` reports to Optuna this way).
 
-    Under ``python -m paddle.distributed.launch --nproc_per_node N`` (see ``utils/distributed.py``)
+    Under ``python -m paddle.distributed.launch --nproc_per_node N`` (see ``utils/addons/distributed.py``)
     every rank trains on its shard with ``DataLoader.batch_size`` images per step (the global
     batch is N times that; the learning rate is not scaled for you); evaluation metrics are those
     of the whole validation set on every rank; rank 0 alone prints and writes the run directory
@@ -153,13 +61,12 @@ def train(cfg, print_fn=print, callbacks=()):
 
 def _train(cfg, print_fn, paddle, extra_callbacks=()):
     from models.summary import model_summary
-    from utils import callbacks as cb
-    from utils import distributed as dp
-    from utils.checkpoint import CheckpointStore, load_optimizer, load_state, load_weights, \
-        resolve_checkpoint, save_json
+    from utils.addons import distributed as dp
     from utils.config import dump_config
     from utils.data import build_datasets, build_loaders
-    from utils.optim import build_loss, build_lr_scheduler, build_optimizer, current_lr, schedule_warnings
+    from utils.training import callbacks as cb
+    from utils.training.checkpoint import CheckpointStore, load_optimizer, load_state, load_weights, resolve_checkpoint, save_json
+    from utils.training.optim import build_loss, build_lr_scheduler, build_optimizer, current_lr, schedule_warnings
 
     g = cfg["Global"]
     t_start = time.time()
@@ -199,10 +106,10 @@ def _train(cfg, print_fn, paddle, extra_callbacks=()):
         raise UserError("the training loader is empty: lower DataLoader.batch_size or set DataLoader.drop_last=false")
 
     network = build_network(cfg, bundle)
-    # --- fine-tuning (utils/finetune.py): Global.pretrained_model (not on resume) with its report,
+    # --- fine-tuning (utils/addons/finetune.py): Global.pretrained_model (not on resume) with its report,
     # FineTune.freeze / lr_mult (before the optimizer and DataParallel see the parameters); the
     # two-stage callback rides with the extra callbacks (it follows the global epoch, so resumes need no state).
-    from utils.finetune import setup_finetune
+    from utils.addons.finetune import setup_finetune
 
     finetune_cb = setup_finetune(cfg, network, print_fn, resume_state=state if resume else None)
     if finetune_cb is not None:
@@ -234,13 +141,14 @@ def _train(cfg, print_fn, paddle, extra_callbacks=()):
         dump_config({**cfg, "Global": {**g, "checkpoints": None}}, os.path.join(run_dir, "config.yml"))
 
     topk = topk_for(cfg, bundle.num_classes)
-    # --- EMA (utils/ema.py) and mixed precision (utils/amp.py): AMP.level goes to model.prepare
+    # --- EMA (utils/addons/ema.py) and mixed precision (utils/addons/amp.py): AMP.level goes to model.prepare
     # (GPU only; on CPU a one-line warning and float32). The EMA averages the weights loaded above
     # (or, on resume, continues from <checkpoint>'s ema file); every rank keeps the same average,
     # rank 0 writes. Hooks below: prepare(amp_configs), checkpointer (best of raw/EMA, ema.pdparams),
     # the evaluation (both weights), the callback list (updates) and the final report.
-    from utils.amp import amp_configs_for, wrap_eval as amp_eval
-    from utils.ema import build_ema
+    from utils.addons.amp import amp_configs_for
+    from utils.addons.amp import wrap_eval as amp_eval
+    from utils.addons.ema import build_ema
 
     amp_configs, amp_warning = amp_configs_for(cfg, device)
     if amp_warning:
@@ -282,27 +190,28 @@ def _train(cfg, print_fn, paddle, extra_callbacks=()):
     if es_cfg["enable"]:
         listeners.append(stopper)
     listeners += [checkpointer, cb.ConsoleLogger(progress, lr_fn, g["log_every_iters"], g["verbose"], print_fn)]
-    # --- VisualDL (utils/vdl.py): scalars; histograms, prediction images, confidence and PR curves
+    # --- VisualDL (utils/training/vdl.py): scalars; histograms, prediction images, confidence and PR curves
     # as the VisualDL section says. The evaluation keeps its logits for them: one val pass per eval.
-    from utils.vdl import LastEval, build_logger
+    from utils.training.evaluate import LastEval
+    from utils.training.vdl import build_logger, open_writer
 
     vdl = cfg["VisualDL"]
     if world > 1:  # each rank evaluates its block; rank 0's logger gets the gathered logits
         wants_logits = vdl["enable"] and bool(vdl["sample_images"] or vdl["confidence_histogram"] or vdl["pr_curves"])
         eval_fn = dp.ShardedEval(network, val_loader, topk, cfg["Loss"]["label_smoothing"], keep_logits=wants_logits)
     else:
-        from utils.evaluate import RegressionMetrics
+        from utils.training.evaluate import RegressionMetrics
 
         eval_fn = LastEval(network, val_loader, topk, cfg["Loss"]["label_smoothing"],
                            regression=RegressionMetrics.from_bundle(cfg, bundle) if regression else None)
     writer = None
     if vdl["enable"] and main:
-        writer = _vdl_writer(run_dir)
+        writer = open_writer(run_dir)
         # add_hparams runs in the logger's on_train_end, before the writer is closed below
         listeners.append(build_logger(cfg, writer, progress, lr_fn, eval_fn, bundle,
                                       best_fn=lambda: checkpointer.best_metrics))
     # --- end VisualDL
-    # --- training doctor (utils/doctor.py): findings live, diagnosis.json written at each eval and at the end
+    # --- training doctor (utils/doctor/): findings live, diagnosis.json written at each eval and at the end
     doctor = None
     if cfg["Doctor"]["enable"]:
         from utils.doctor import build_doctor

@@ -1127,10 +1127,10 @@ def locate_nonfinite(network, inputs, loss_value=None):
 
 
 class Doctor(Callback):
-    """The live training doctor (a hapi callback and a :class:`~utils.callbacks.PeriodicEval` listener).
+    """The live training doctor (a hapi callback and a :class:`~utils.training.callbacks.PeriodicEval` listener).
 
     Args:
-        progress: the run's :class:`~utils.callbacks.Progress` (global step and epoch).
+        progress: the run's :class:`~utils.training.callbacks.Progress` (global step and epoch).
         context: a :class:`RunContext`.
         run_dir: where ``diagnosis.json`` goes (None: not written).
         writer: a VisualDL ``LogWriter`` for ``doctor/*`` scalars and the report text (or None).
@@ -1140,7 +1140,7 @@ class Doctor(Callback):
             last step).
         grad_every: global gradient norm (and clipping) every N steps.
         verbose: 0 prints only warnings and errors; 1 also the informational findings at the end.
-        sync_flag: data parallel: ``flag -> flag on any rank`` (``utils.distributed.any_rank``). A NaN
+        sync_flag: data parallel: ``flag -> flag on any rank`` (``utils.addons.distributed.any_rank``). A NaN
             input or loss is seen by one rank but the gradients are averaged over all: every rank
             must skip the update of that step, or the ranks' weights part.
 
@@ -1280,7 +1280,7 @@ class Doctor(Callback):
 
     def stop(self, s):
         """Stop the run after this step: a non-finite loss, input, gradient or weight."""
-        from utils.callbacks import request_stop
+        from utils.training.callbacks import request_stop
 
         request_stop(self.model)
         self.report_new(("error",))
@@ -1385,7 +1385,7 @@ class Doctor(Callback):
 
     def write(self):
         if self.run_dir:
-            from utils.checkpoint import save_json
+            from utils.training.checkpoint import save_json
 
             save_json(self.report(), os.path.join(self.run_dir, "diagnosis.json"))
 
@@ -1450,7 +1450,7 @@ def run_context(cfg, bundle=None, network=None, steps_per_epoch=0):
         ctx.target_normalized = bool(cfg.get("Data", {}).get("normalize_target", True))
         train = getattr(bundle, "train", None) if bundle is not None else None
         if train is not None and getattr(train, "targets", None) is not None and len(train.targets):
-            from utils.optim import regression_loss_np
+            from utils.training.optim import regression_loss_np
 
             # the targets as the loss sees them (normalized or not)
             y = (np.asarray(train.targets, np.float64) - train.target_mean) / train.target_std
@@ -1481,15 +1481,11 @@ def _read_json(path):
 
 def _read_vdl(run_dir):
     """{tag: [(step, value)]} of the run's VisualDL scalars (the newest log file); {} without one."""
-    logs = sorted(f for f in os.listdir(run_dir) if f.startswith("vdlrecords."))
-    if not logs:
-        return {}
-    from visualdl import LogReader
+    from utils.training.vdl import log_files, read_scalars
 
+    logs = log_files(run_dir)
     try:
-        reader = LogReader(file_path=os.path.join(run_dir, logs[-1]))
-        tags = reader.get_tags().get("scalar", [])
-        return {t: [(int(r.id), float(r.value)) for r in reader.get_data("scalar", t)] for t in tags}
+        return read_scalars(logs[-1:])
     except Exception:  # a log cut off mid-record by a crash: use what the other files give
         return {}
 

@@ -37,6 +37,8 @@ import paddle
 import paddle.nn as nn
 from paddle.callbacks import Callback
 
+from models.init import running_stats
+from models.pretrained import load_matching
 from utils.errors import ConfigError, did_you_mean
 
 REGEX_PREFIX = "re:"
@@ -118,20 +120,9 @@ def resolve_lr_mult(mapping, names, key="FineTune.lr_mult"):
 
 # ----------------------------------------------------------------------------- the model's parameters
 
-def running_stat_ids(network):
-    """ids of BatchNorm running mean/var: Parameters with stop_gradient=True in Paddle."""
-    out = set()
-    for layer in network.sublayers(include_self=True):
-        for attr in ("_mean", "_variance"):
-            p = getattr(layer, attr, None)
-            if isinstance(p, paddle.Tensor):
-                out.add(id(p))
-    return out
-
-
 def learnable(network):
     """[(name, param)] that train: not running statistics, not already stop_gradient."""
-    stats = running_stat_ids(network)
+    stats = {id(t) for t in running_stats(network)}
     return [(n, p) for n, p in network.named_parameters() if id(p) not in stats and not p.stop_gradient]
 
 
@@ -380,8 +371,6 @@ def setup_finetune(cfg, network, print_fn=print, resume_state=None):
     Returns:
         A :class:`TwoStage` callback when ``head_epochs`` > 0, else None.
     """
-    from utils.checkpoint import load_matching
-
     g, ft = cfg["Global"], cfg["FineTune"]
     verbose = g["verbose"]
     resume = resume_state is not None

@@ -9,7 +9,7 @@ Contract with the training engine:
   ``scheduler.last_epoch`` is therefore the global iteration count (0 before the first step).
 * :func:`build_optimizer` builds the Paddle optimizer (no parameter groups: hapi rejects them;
   per-parameter LR multipliers set with ``paddle.ParamAttr(learning_rate=m)`` keep working; the
-  ``FineTune`` section sets them, and freezes, through ``utils/finetune.py``). It gets every
+  ``FineTune`` section sets them, and freezes, through ``utils/addons/finetune.py``). It gets every
   parameter, frozen ones included, so a parameter unfrozen later (two-stage fine-tuning) trains.
 * :func:`build_loss` returns cross-entropy with optional label smoothing (regression: mse / smooth_l1).
 * :func:`schedule_warnings` returns human-readable warnings about a schedule that is probably

@@ -343,22 +343,6 @@ def _dropout_note(model):
     return f", dropout as configured (max p {max(ps):g})" if ps else ""
 
 
-def _running_stats(model):
-    """ids of normalization running statistics (BatchNorm's ``_mean``/``_variance``).
-
-    Paddle pitfall: they are Parameters with stop_gradient=True listed by named_parameters(),
-    indistinguishable by their attributes from weights a user froze; they are found through
-    the layers that own them instead.
-    """
-    out = set()
-    for layer in model.sublayers(include_self=True):
-        for attr in ("_mean", "_variance"):
-            p = getattr(layer, attr, None)
-            if p is not None and hasattr(p, "stop_gradient") and not callable(p):
-                out.add(id(p))
-    return out
-
-
 def _entropy(labels):
     _, counts = np.unique(labels, return_counts=True)
     p = counts / counts.sum()
@@ -411,7 +395,7 @@ class CheckContext:
         with unique_name.guard():
             if self._model_fn is not None:
                 return self._model_fn()
-            from utils.trainer import build_network
+            from utils.build import build_network
 
             return build_network(self.cfg, self.bundle)
 
@@ -445,7 +429,7 @@ class CheckContext:
         return rng.permutation(np.asarray(out, np.int64))
 
     def loss_fn(self):
-        from utils.optim import build_loss
+        from utils.training.optim import build_loss
 
         return build_loss(self.cfg, self.num_classes)
 
@@ -789,6 +773,7 @@ def check_gradient_flow(ctx):
     """One training-mode forward/backward with the config's loss: every trainable parameter
     needs a finite gradient that is not all zero. Missing/zero/non-finite: FAIL (listed by
     name); frozen (stop_gradient) parameters: WARN, since freezing is sometimes intended."""
+    from models.init import running_stats  # imports paddle: deferred until the thread count is set
     c = ctx.num_classes
     ds = ctx.eval_view(ctx.bundle.train)
     idx = ctx.balanced_indices(_labels_of(ds), ctx.s["grad_batch"], 41)
@@ -798,7 +783,7 @@ def check_gradient_flow(ctx):
     loss = ctx.loss_fn()(model(x), y.reshape([-1, 1]))
     loss.backward()
     dead, nonfinite, frozen, norms, n_values = [], [], [], [], 0
-    stats = _running_stats(model)
+    stats = {id(t) for t in running_stats(model)}
     for name, p in model.named_parameters():
         if id(p) in stats:
             continue
@@ -1081,7 +1066,8 @@ def run_checks(cfg, only=None, bundle=None, model_fn=None, settings=None, lang="
         UserError: unknown check names, or a config/data problem met while building.
     """
     import paddle  # noqa: F401  (after the tool configured the threads)
-    from utils.trainer import select_device
+
+    from utils.build import select_device
 
     names = select_checks(only)
     select_device(cfg["Global"]["device"])

@@ -20,8 +20,8 @@ import os
 import numpy as np
 from PIL import Image
 
-from utils import plots
 from utils.errors import UserError, did_you_mean
+from utils.visual import plots
 
 # Layer classes drawn by default by ``features``: the repeated blocks of each model family
 # (a stage/block output is more telling than the raw output of one conv inside it). Models
@@ -59,9 +59,9 @@ class PlotResult:
 
 def _load_network(cfg, checkpoint, bundle=None):
     """(network in eval mode with the checkpoint's weights, data bundle)."""
-    from utils.checkpoint import load_weights
+    from utils.build import build_network
     from utils.data import build_datasets
-    from utils.trainer import build_network
+    from utils.training.checkpoint import load_weights
 
     bundle = bundle if bundle is not None else build_datasets(cfg)
     network = build_network(cfg, bundle)
@@ -71,7 +71,7 @@ def _load_network(cfg, checkpoint, bundle=None):
 
 
 def _model_side(bundle):
-    from utils.trainer import network_input_side
+    from utils.build import network_input_side
 
     return network_input_side(bundle)
 
@@ -138,12 +138,6 @@ def _forward(network, x):
         return network(paddle.to_tensor(x)).numpy()
 
 
-def _softmax(logits):
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 def _model_name(cfg):
     return cfg["Arch"]["name"]
 
@@ -155,17 +149,11 @@ EVAL_TAGS = {"loss": "eval/loss", "acc": "eval/acc", "mae": "eval/mae"}  # mae: 
 
 
 def _read_vdl(files):
-    """{tag: (steps, values)} from VisualDL logs; a step logged twice keeps the later value."""
-    from visualdl import LogReader
+    """{tag: (steps, values)} of the curves this module draws, from VisualDL logs."""
+    from utils.training.vdl import read_scalars
 
-    merged = {}
-    for f in files:
-        reader = LogReader(file_path=f)
-        scalars = set(reader.get_tags().get("scalar", []))
-        for tag in list(TRAIN_TAGS.values()) + list(EVAL_TAGS.values()):
-            if tag in scalars:
-                merged.setdefault(tag, {}).update((int(r.id), float(r.value)) for r in reader.get_data("scalar", tag))
-    return {tag: (np.array(sorted(d)), np.array([d[s] for s in sorted(d)])) for tag, d in merged.items() if d}
+    data = read_scalars(files, set(TRAIN_TAGS.values()) | set(EVAL_TAGS.values()))
+    return {tag: (np.array([s for s, _ in pts]), np.array([v for _, v in pts])) for tag, pts in data.items()}
 
 
 def read_curves(run_dir):
@@ -184,7 +172,9 @@ def read_curves(run_dir):
     from utils.runs import run_dir_of
 
     run_dir = run_dir_of(run_dir)
-    logs = sorted(os.path.join(run_dir, f) for f in os.listdir(run_dir) if f.startswith("vdlrecords."))
+    from utils.training.vdl import log_files
+
+    logs = log_files(run_dir)
     data = _read_vdl(logs) if logs else {}
     if data:
         return {"train": {k: data[t] for k, t in TRAIN_TAGS.items() if t in data},
@@ -280,15 +270,15 @@ def training_batch(cfg, epoch=1):
     """The first training batch of epoch ``epoch`` (1-based) exactly as training drew it.
 
     Training reseeds every RNG with ``Global.seed + epoch index`` at each epoch start (see
-    ``utils.callbacks.Progress``) and the loader draws its shuffle and augmentations from that
+    ``utils.training.callbacks.Progress``) and the loader draws its shuffle and augmentations from that
     state when its iterator starts, so reseeding the same way here gives the same images with
     the same crops and flips.
 
     Returns:
         (x float32 [N, C, H, W] as the network receives it, labels int [N], data bundle).
     """
-    from utils.callbacks import seed_everything
     from utils.data import build_datasets, build_loaders
+    from utils.training.callbacks import seed_everything
 
     if epoch < 1:
         raise UserError(f"--epoch must be >= 1, got {epoch}")
@@ -557,6 +547,7 @@ def plot_features(cfg, checkpoint, image, out, layers=None):
     Raises:
         UserError: unknown layer name (valid ones listed), missing/unreadable image.
     """
+    from utils.training.evaluate import softmax  # imports paddle: deferred until the thread count is set
     network, bundle = _load_network(cfg, checkpoint)
     if layers:
         _check_layers(network, layers, cfg)
@@ -564,7 +555,7 @@ def plot_features(cfg, checkpoint, image, out, layers=None):
     x, picture, notes = load_image(image, bundle)
     logits, captured = capture_outputs(network, x, names)
     sublayers = dict(network.named_sublayers())
-    probs = _softmax(logits[0])
+    probs = softmax(logits[0])
     pred = int(probs.argmax())
 
     cols = 1 + FEATURE_CHANNELS
@@ -656,6 +647,7 @@ def plot_attention(cfg, checkpoint, out, image=None):
     """
     from models.gmlp import SpatialGatingUnit
     from models.spatial_attention import SpatialAttention
+    from utils.training.evaluate import softmax  # imports paddle: deferred until the thread count is set
 
     network, bundle = _load_network(cfg, checkpoint)
     subs = list(network.named_sublayers())
@@ -676,7 +668,7 @@ def plot_attention(cfg, checkpoint, out, image=None):
 
     if sa:
         logits = _forward(network, x)
-        probs = _softmax(logits[0])
+        probs = softmax(logits[0])
         pred = int(probs.argmax())
         per_band = 5
         bands = math.ceil(len(sa) / per_band)
@@ -733,7 +725,7 @@ def plot_attention(cfg, checkpoint, out, image=None):
 def _split_predictions(cfg, checkpoint, split):
     """(bundle, dataset, logits, labels) of ``split`` under the checkpoint."""
     from utils.data import build_datasets, build_eval_loader
-    from utils.evaluate import predict
+    from utils.training.evaluate import predict
 
     bundle = build_datasets(cfg)
     dataset = {"val": bundle.val, "test": bundle.test, "train": bundle.train}[split]
@@ -779,11 +771,14 @@ def plot_predictions(cfg, checkpoint, out, split="val", seed=0):
     Returns:
         :class:`PlotResult`; panels = sample images + top-loss images + 1 (confused pairs).
     """
-    from utils.evaluate import confusion_matrix
+    from utils.training.evaluate import (
+        confusion_matrix,
+        softmax,  # imports paddle: deferred until the thread count is set
+    )
 
     bundle, dataset, logits, labels = _split_predictions(cfg, checkpoint, split)
     names = bundle.class_names
-    probs = _softmax(logits.astype(np.float64))
+    probs = softmax(logits.astype(np.float64))
     pred = probs.argmax(axis=1)
     conf = probs[np.arange(len(pred)), pred]
     loss = -np.log(np.maximum(probs[np.arange(len(labels)), labels], 1e-12))
@@ -845,7 +840,7 @@ def plot_confusion(cfg, checkpoint, out, split="val", normalize=False):
     Returns:
         :class:`PlotResult` with 1 panel; cells are annotated up to 20 classes.
     """
-    from utils.evaluate import confusion_matrix
+    from utils.training.evaluate import confusion_matrix
 
     bundle, _, logits, labels = _split_predictions(cfg, checkpoint, split)
     c = bundle.num_classes

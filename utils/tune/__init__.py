@@ -578,7 +578,7 @@ class TrialReporter(Callback):
     Added to the run with ``train(cfg, callbacks=[reporter])``, it gets ``on_eval_end(logs)``
     after every validation. It reports ``logs[monitor]`` at step k (the k-th validation) and,
     when ``trial.should_prune()``, stops training after the current batch
-    (:func:`utils.callbacks.request_stop`) and records where; the tuner then raises
+    (:func:`utils.training.callbacks.request_stop`) and records where; the tuner then raises
     ``optuna.TrialPruned``. It also counts training steps and notes a non-finite loss or metric.
 
     Args:
@@ -607,7 +607,7 @@ class TrialReporter(Callback):
                 self.nonfinite = f"training loss is {value} at step {self.steps}"
 
     def on_eval_end(self, logs=None):
-        from utils.callbacks import request_stop
+        from utils.training.callbacks import request_stop
 
         logs = logs or {}
         if self.monitor not in logs:
@@ -752,7 +752,7 @@ class _Objective:
     """Runs one trial: suggest, train with the reporter, decide the state.
 
     The trial's values reach VisualDL's HParams view through the trainer: they are ``-o``
-    overrides, and :func:`utils.vdl.run_hparams` adds every overridden key.
+    overrides, and :func:`utils.training.vdl.run_hparams` adds every overridden key.
     """
 
     def __init__(self, setup, print_fn, train_print_fn):

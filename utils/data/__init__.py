@@ -59,8 +59,8 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*ccache.*")
     import paddle
 
+from utils.data.transforms import Compose, build_transforms, has_op
 from utils.errors import ConfigError, DataError, UserError, did_you_mean
-from utils.transforms import Compose, build_transforms, has_op
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 GRAY_MODES = ("L", "LA", "1", "I", "I;16", "I;16B", "I;16L", "F")
@@ -142,7 +142,7 @@ class FileStore:
         return len(self.paths)
 
     def get(self, i):
-        return _decode(self.paths[i], self.mode)
+        return decode_image(self.paths[i], self.mode)
 
     def path(self, i):
         return self.paths[i]
@@ -164,7 +164,7 @@ def _unreadable(path, err):
     return DataError(f"unreadable image {path}: {reason}; remove or replace the file")
 
 
-def _decode(path, mode=None):
+def decode_image(path, mode=None):
     """Decode one file to an HWC uint8 array; mode None = 'L' for grayscale files else 'RGB'."""
     try:
         with Image.open(path) as im:
@@ -202,7 +202,7 @@ def _image_store(paths, preload):
     if preload:
         # Serial on purpose: small JPEGs decode in ~0.1 ms, mostly under the GIL, and a thread
         # pool measured slower (50,000 CIFAR JPEGs: ~5 s serial).
-        arrays = [_decode(p) for p in paths]
+        arrays = [decode_image(p) for p in paths]
         channels = 1 if all(a.shape[2] == 1 for a in arrays) else 3
         if channels == 3:
             arrays = [np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a for a in arrays]
@@ -697,7 +697,7 @@ def _data_dir(cfg):
     return d
 
 
-def _list_images(folder):
+def list_images(folder):
     out = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -728,7 +728,7 @@ def _load_folder(cfg):
                             f"{did_you_mean(unknown[0], classes)}; classes: {', '.join(classes)}")
         start, labels = len(paths), []
         for c in found:
-            files = _list_images(os.path.join(sdir, c))
+            files = list_images(os.path.join(sdir, c))
             if not files:
                 raise DataError(f"empty class folder {os.path.join(sdir, c)}: no {'/'.join(IMAGE_EXTS)} images; "
                                 f"add images or remove the folder")
@@ -1108,8 +1108,8 @@ def build_loaders(cfg, bundle, rank=0, world=1):
     ``DistributedBatchSampler`` (``DataLoader.batch_size`` images per rank and step; it pads the
     set with up to ``world - 1`` repeated samples so every rank runs the same number of steps, and
     shuffles with its own ``RandomState(epoch)``: the trainer sets that epoch, see
-    ``utils.distributed.EpochShuffle``). The val loader covers this rank's contiguous block of the
-    validation set (``utils.distributed.shard_range``; no padding, so no sample is counted twice).
+    ``utils.addons.distributed.EpochShuffle``). The val loader covers this rank's contiguous block of the
+    validation set (:func:`shard_range`; no padding, so no sample is counted twice).
     """
     lc = cfg["DataLoader"]
     _check_loader_cfg(lc)
@@ -1128,12 +1128,15 @@ def build_loaders(cfg, bundle, rank=0, world=1):
     if bundle.val is not None:
         dataset = bundle.val
         if world > 1:
-            from utils.distributed import shard_range
-
             lo, hi = shard_range(len(dataset), rank, world)
             dataset = dataset.subset(np.arange(lo, hi))
         val = build_eval_loader(cfg, dataset)
     return train, val
+
+
+def shard_range(n, rank, world):
+    """[lo, hi) of rank ``rank``'s contiguous block of ``n`` samples; blocks cover 0..n once, sizes differ by <= 1."""
+    return n * rank // world, n * (rank + 1) // world
 
 
 def build_eval_loader(cfg, dataset):

@@ -46,7 +46,7 @@ class Progress(Callback):
     the uninterrupted one exactly. In data parallel, rank r reseeds with
     ``seed + epoch + r * RANK_SEED_STRIDE``: its shard gets augmentations and dropout masks of its
     own (rank 0's are those of a single process); the shards themselves come from the sampler's
-    epoch, the same on every rank (``utils.distributed.EpochShuffle``).
+    epoch, the same on every rank (``utils.addons.distributed.EpochShuffle``).
     """
 
     RANK_SEED_STRIDE = 1_000_003
@@ -136,7 +136,7 @@ class PeriodicEval(Callback):
         return logs
 
 
-def _metric(logs, name, key):
+def metric_value(logs, name, key):
     if name not in logs:
         available = [k for k in logs if k not in ("epoch", "step", "samples", "eval_time")]
         raise ConfigError(f"{key}: no validation metric '{name}'; available: {', '.join(available)}")
@@ -213,7 +213,7 @@ class EarlyStopping(Callback):
         return False, f"{self.monitor} {value:.4f} not better than {self.best:.4f} ({self.wait}/{self.patience})"
 
     def on_eval_end(self, logs=None):
-        stop, reason = self.check(_metric(logs, self.monitor, "EarlyStopping.monitor"), logs.get("step"))
+        stop, reason = self.check(metric_value(logs, self.monitor, "EarlyStopping.monitor"), logs.get("step"))
         if stop:
             self.stop_reason = reason
             request_stop(self.model)
@@ -275,7 +275,7 @@ class Checkpointer(Callback):
     """Writes best / latest / every-N-epochs checkpoints; never NaN weights, never half a file.
 
     Args:
-        store: a :class:`utils.checkpoint.CheckpointStore` for the run directory.
+        store: a :class:`utils.training.checkpoint.CheckpointStore` for the run directory.
         progress: the run's :class:`Progress`.
         stateful: name -> object with ``state_dict()`` saved with every checkpoint.
         monitor, mode: metric that defines "best".
@@ -310,7 +310,7 @@ class Checkpointer(Callback):
         return True
 
     def on_eval_end(self, logs=None):
-        if self.tracker.update(_metric(logs, self.monitor, "EarlyStopping.monitor")):
+        if self.tracker.update(metric_value(logs, self.monitor, "EarlyStopping.monitor")):
             self.best_metrics = {k: v for k, v in logs.items()}
             if self.save_best:
                 self._save("best_model")
@@ -368,10 +368,3 @@ class ConsoleLogger(Callback):
             shown = " ".join(f"{k} {v:.4f}" for k, v in logs.items()
                              if k not in ("epoch", "step", "samples", "eval_time"))
             self.print(f"eval  epoch {logs['epoch']} step {logs['step']}: {shown} ({logs['eval_time']:.1f}s)")
-
-
-# VisualDLLogger moved to utils/vdl.py with the histograms, images, PR curves and hparams;
-# importable from here as before.
-from utils import vdl as _vdl  # noqa: E402
-
-VisualDLLogger = _vdl.VisualDLLogger

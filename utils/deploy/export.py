@@ -94,7 +94,7 @@ def preprocess_ops(bundle):
     Raises:
         UserError: the eval pipeline has a random op, which an exported model cannot repeat.
     """
-    from utils.transforms import CenterCrop, Resize
+    from utils.data.transforms import CenterCrop, Resize
 
     t = bundle.eval_transform
     ops = []
@@ -282,7 +282,7 @@ def export_network(network, bundle, out_dir, model_name=PADDLEX_MODEL_NAME, soft
     import paddle
     from paddle.static import InputSpec
 
-    from utils.trainer import network_input_side
+    from utils.build import network_input_side
 
     check_output_dir(out_dir)
     side = network_input_side(bundle)
@@ -338,10 +338,10 @@ def load_run_network(path, checkpoint="best_model", config=None, overrides=()):
 
 def _rebuild(run):
     """(bundle, network with the checkpoint's weights) of an opened run."""
-    from utils.checkpoint import load_weights
+    from utils.build import build_network
     from utils.data import build_datasets
     from utils.errors import DataError
-    from utils.trainer import build_network
+    from utils.training.checkpoint import load_weights
 
     cfg = run.cfg
     # Only the class names, the eval pipeline and one image size are needed: reading headers
@@ -476,7 +476,7 @@ def _read_yaml(path):
 
 
 def build_preprocess(config, where=CONFIG_FILE):
-    """``PreProcess.transform_ops`` -> a :class:`~utils.transforms.Compose` (HWC uint8 RGB in, CHW float32 out).
+    """``PreProcess.transform_ops`` -> a :class:`~utils.data.transforms.Compose` (HWC uint8 RGB in, CHW float32 out).
 
     Maps PaddleX ops to the template's own eval ops, so the arithmetic is the eval loader's:
     ``ResizeImage`` (size, PIL bilinear) -> ``Resize``, ``CropImage`` -> ``CenterCrop``,
@@ -485,7 +485,7 @@ def build_preprocess(config, where=CONFIG_FILE):
     Raises:
         UserError: an op or setting this template cannot reproduce exactly.
     """
-    from utils.transforms import CenterCrop, Compose, Resize
+    from utils.data.transforms import CenterCrop, Compose, Resize
 
     try:
         op_list = config["PreProcess"]["transform_ops"]
@@ -606,13 +606,13 @@ class Predictor:
         """
         from PIL import Image
 
-        from utils.data import GRAY_MODES, _decode
+        from utils.data import GRAY_MODES, decode_image
 
         if isinstance(item, (str, os.PathLike)):
             path = os.fspath(item)
             if not os.path.isfile(path):
                 raise UserError(f"image not found: {path}")
-            img = _decode(path, "L" if self.network_channels == 1 else None)  # DataError when unreadable
+            img = decode_image(path, "L" if self.network_channels == 1 else None)  # DataError when unreadable
         elif isinstance(item, Image.Image):
             gray = self.network_channels == 1 or item.mode in GRAY_MODES
             img = np.asarray(item if item.mode == ("L" if gray else "RGB") else item.convert("L" if gray else "RGB"))
@@ -708,12 +708,12 @@ def collect_inputs(args):
     Raises:
         UserError: a missing path, an empty folder or list, a list line naming no file.
     """
-    from utils.data import IMAGE_EXTS, _list_images
+    from utils.data import IMAGE_EXTS, list_images
 
     out = []
     for arg in args:
         if os.path.isdir(arg):
-            files = _list_images(arg)
+            files = list_images(arg)
             if not files:
                 raise UserError(f"{arg}: no {'/'.join(IMAGE_EXTS)} images in this folder (searched recursively)")
             out += [(f, None) for f in files]

@@ -27,6 +27,8 @@ trainer gives ``PeriodicEval``; it keeps the logits of its last pass and the log
 """
 import json
 import math
+import os
+import time
 
 import numpy as np
 import paddle
@@ -34,7 +36,7 @@ from paddle.callbacks import Callback
 from paddle.nn.clip import ClipGradBase
 
 from utils.errors import check_int
-from utils.evaluate import predict, summarize
+from utils.training.evaluate import LastEval, softmax  # noqa: F401  (LastEval: the eval_source this logger reads)
 
 # VisualDL's default of 10 buckets shows a bimodal or heavy-tailed weight distribution as 2-3
 # bars; 30 show its shape. All 64 histograms of the digits CNN (32 tensors, 0.29M values, weights
@@ -56,49 +58,6 @@ def _numpy_float_shim():
     """
     if "float" not in vars(np):
         np.float = float
-
-
-def softmax(logits):
-    """Row-wise softmax of a [N, C] array (float64, numerically stable)."""
-    z = np.asarray(logits, np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-class LastEval:
-    """The evaluation ``PeriodicEval`` calls: metrics of one pass over the loader, logits kept.
-
-    The VisualDL logger draws its prediction images, confidence histograms and PR curves from
-    ``logits``/``labels`` of the pass that produced the metrics, so the validation set is run
-    through the model once per evaluation, not twice.
-
-    Args:
-        network: the ``paddle.nn.Layer`` being trained.
-        loader: the ordered validation loader (``build_eval_loader``).
-        topk: top-k accuracies to report.
-        label_smoothing: as in training, so the val loss is comparable to the train loss.
-        regression: a :class:`utils.evaluate.RegressionMetrics` for ``Global.task: regression``
-            (loss, mae, rmse in target units); ``logits``/``labels`` are then the predictions and
-            targets in training units.
-    """
-
-    def __init__(self, network, loader, topk=(1,), label_smoothing=0.0, regression=None):
-        self.network = network
-        self.loader = loader
-        self.topk = tuple(topk)
-        self.label_smoothing = label_smoothing
-        self.regression = regression
-        self.logits = None
-        self.labels = None
-        self.calls = 0
-
-    def __call__(self):
-        self.logits, self.labels = predict(self.network, self.loader)
-        self.calls += 1
-        if self.regression is not None:
-            return self.regression(self.logits, self.labels)
-        return summarize(self.logits, self.labels, self.topk, self.label_smoothing)
 
 
 class GradCapture(ClipGradBase):
@@ -300,7 +259,7 @@ class VisualDLLogger(Callback):
 
     Args:
         writer: a ``visualdl.LogWriter``.
-        progress: the run's :class:`utils.callbacks.Progress`.
+        progress: the run's :class:`utils.training.callbacks.Progress`.
         lr_fn: callable returning the current learning rate.
         eval_source: the :class:`LastEval` the run evaluates with (its logits feed the
             images, confidence histograms and PR curves); None = scalars only at evaluations.
@@ -410,7 +369,7 @@ class VisualDLLogger(Callback):
         """``eval/<metric>`` for every metric of an evaluation result, at its step (``ema_<metric>``: ``eval_ema/<metric>``)."""
         for k, v in logs.items():
             if k not in NOT_METRICS:
-                tag = f"eval_ema/{k[4:]}" if k.startswith("ema_") else f"eval/{k}"  # EMA (utils/ema.py)
+                tag = f"eval_ema/{k[4:]}" if k.startswith("ema_") else f"eval/{k}"  # EMA (utils/addons/ema.py)
                 self.writer.add_scalar(tag, float(v), logs["step"])
 
     def log_histograms(self, step, params, grads=None):
@@ -514,3 +473,38 @@ def build_logger(cfg, writer, progress, lr_fn, eval_source=None, bundle=None, be
         histograms_every_epochs=v["histograms_every_epochs"], sample_images=v["sample_images"] if classes else 0,
         confidence_histogram=v["confidence_histogram"] and classes, pr_curves=v["pr_curves"] and classes,
         hparams=run_hparams(cfg) if v["hparams"] else None, best_fn=best_fn)
+
+
+# ----------------------------------------------------------------------------- the log file
+
+LOG_PREFIX = "vdlrecords."
+
+
+def log_files(run_dir):
+    """The run's VisualDL log files, oldest first (the server shows the newest one per directory)."""
+    return sorted(os.path.join(run_dir, f) for f in os.listdir(run_dir) if f.startswith(LOG_PREFIX))
+
+
+def open_writer(run_dir):
+    """A ``LogWriter`` on the run's log file: its existing one on resume, so the run stays one log."""
+    from visualdl import LogWriter
+
+    existing = log_files(run_dir)
+    name = os.path.basename(existing[-1]) if existing else f"{LOG_PREFIX}{int(time.time())}.log"
+    return LogWriter(logdir=run_dir, file_name=name, flush_secs=10)
+
+
+def read_scalars(files, tags=None):
+    """{tag: [(step, value)] sorted by step} of the scalars in ``files`` (all tags, or ``tags``).
+
+    A step logged twice (a resumed run appends to its log) keeps the later value.
+    """
+    from visualdl import LogReader
+
+    merged = {}
+    for f in files:
+        reader = LogReader(file_path=f)
+        for tag in reader.get_tags().get("scalar", []):
+            if tags is None or tag in tags:
+                merged.setdefault(tag, {}).update((int(r.id), float(r.value)) for r in reader.get_data("scalar", tag))
+    return {tag: sorted(d.items()) for tag, d in merged.items() if d}

@@ -463,9 +463,9 @@ def model_study(cfg, init=None, init_std=None, batch_size=None, max_layers=0, se
 
     import paddle
 
+    from utils.build import build_network
     from utils.data import build_datasets
     from utils.errors import UserError
-    from utils.trainer import build_network
 
     init = cfg["Arch"]["init"] if init is None else init
     if init not in MODEL_INITS:

@@ -1,4 +1,4 @@
-"""Matplotlib helpers for :mod:`utils.visualize`: exact-size figures, image panels, smoothing.
+"""Matplotlib helpers for :mod:`utils.visual.visualize`: exact-size figures, image panels, smoothing.
 
 Figures are built with the object-oriented API (``matplotlib.figure.Figure``), never pyplot:
 no global figure registry to leak memory in a long test session, and no GUI backend is

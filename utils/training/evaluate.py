@@ -36,6 +36,14 @@ def log_softmax(logits):
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
+def softmax(logits):
+    """Softmax over the last axis (float64, numerically stable)."""
+    z = np.asarray(logits, np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
 def metric_names(topk):
     """Names of the accuracy metrics: top-1 is 'acc', others 'acc_topK'."""
     return ["acc" if k == 1 else f"acc_top{k}" for k in topk]
@@ -83,7 +91,7 @@ class RegressionMetrics:
         return np.asarray(values, np.float64).reshape(-1) * self.target_std + self.target_mean
 
     def __call__(self, preds, targets):
-        from utils.optim import regression_loss_np
+        from utils.training.optim import regression_loss_np
 
         n = len(np.asarray(targets).reshape(-1))
         if n == 0:
@@ -114,75 +122,36 @@ def evaluate(network, loader, topk=(1,), label_smoothing=0.0):
     return summarize(logits, labels, topk, label_smoothing)
 
 
-def evaluate_run(cfg, checkpoint, split="val"):
-    """Evaluate a checkpoint on a split of the config's data; returns a JSON-able report.
+class LastEval:
+    """The evaluation ``PeriodicEval`` calls: metrics of one pass over the loader, logits kept.
+
+    The VisualDL logger draws its prediction images, confidence histograms and PR curves from
+    ``logits``/``labels`` of the pass that produced the metrics, so the validation set is run
+    through the model once per evaluation, not twice.
 
     Args:
-        cfg: the resolved config the checkpoint was trained with.
-        checkpoint: checkpoint prefix (``.../best_model``).
-        split: ``val``, ``test`` or ``train``.
+        network: the ``paddle.nn.Layer`` being trained.
+        loader: the ordered validation loader (``build_eval_loader``).
+        topk: top-k accuracies to report.
+        label_smoothing: as in training, so the val loss is comparable to the train loss.
+        regression: a :class:`utils.training.evaluate.RegressionMetrics` for ``Global.task: regression``
+            (loss, mae, rmse in target units); ``logits``/``labels`` are then the predictions and
+            targets in training units.
     """
-    from utils.checkpoint import load_weights
-    from utils.data import build_datasets, build_eval_loader
-    from utils.errors import UserError
-    from utils.trainer import build_network, topk_for
 
-    bundle = build_datasets(cfg)
-    dataset = {"val": bundle.val, "test": bundle.test, "train": bundle.train}.get(split)
-    if dataset is None:
-        raise UserError(f"--split {split}: this dataset has no {split} split "
-                        f"({cfg['Data']['name']} has: " + ", ".join(s for s in ("train", "val", "test") if getattr(bundle, s) is not None) + ")")
-    network = build_network(cfg, bundle)
-    load_weights(network, checkpoint)
-    logits, labels = predict(network, build_eval_loader(cfg, dataset))
-    if bundle.task == "regression":
-        metrics = RegressionMetrics.from_bundle(cfg, bundle)
-        report = metrics(logits, labels)
-        pred, true = metrics.denormalize(logits), metrics.denormalize(labels)
-        err = pred - true
-        report.update(split=split, checkpoint=checkpoint, task="regression", loss_name=metrics.loss,
-                      target_mean=bundle.target_mean, target_std=bundle.target_std,
-                      target_range=[float(true.min()), float(true.max())] if len(true) else None,
-                      r2=float(1 - (err ** 2).sum() / max(((true - true.mean()) ** 2).sum(), 1e-12)) if len(true) else None,
-                      abs_error_quantiles={q: float(np.quantile(np.abs(err), float(q))) for q in ("0.5", "0.9", "1.0")}
-                      if len(err) else {})
-        return report
-    topk = topk_for(cfg, bundle.num_classes)
-    report = summarize(logits, labels, topk, cfg["Loss"]["label_smoothing"])
-    cm = confusion_matrix(logits, labels, bundle.num_classes)
-    names = list(bundle.class_names)
-    report.update(split=split, checkpoint=checkpoint,
-                  per_class_accuracy={n: (None if np.isnan(a) else float(a)) for n, a in zip(names, per_class_accuracy(cm))},
-                  confusion_matrix=cm.tolist(), class_names=names)
-    return report
+    def __init__(self, network, loader, topk=(1,), label_smoothing=0.0, regression=None):
+        self.network = network
+        self.loader = loader
+        self.topk = tuple(topk)
+        self.label_smoothing = label_smoothing
+        self.regression = regression
+        self.logits = None
+        self.labels = None
+        self.calls = 0
 
-
-def format_report(report):
-    """A plain-text table of an :func:`evaluate_run` report."""
-    if report.get("task") == "regression":
-        norm = ("targets normalized with mean {:.4g}, std {:.4g}".format(report["target_mean"], report["target_std"])
-                if report.get("target_mean") is not None else "targets not normalized")
-        q = report.get("abs_error_quantiles") or {}
-        lines = [f"{report['split']} split, {report['samples']} samples, checkpoint {report['checkpoint']}",
-                 f"loss ({report['loss_name']}, training units) {report['loss']:.4f}",
-                 f"mae {report['mae']:.4f}  rmse {report['rmse']:.4f}  r2 {report['r2']:.4f}  (target units; {norm})"]
-        if q:
-            lines.append("absolute error: median {:.4f}, 90th percentile {:.4f}, max {:.4f}".format(q["0.5"], q["0.9"], q["1.0"]))
-        if report.get("target_range"):
-            lines.append("targets in [{:.4g}, {:.4g}]".format(*report["target_range"]))
-        return "\n".join(lines)
-    names = report["class_names"]
-    w = max(8, max(len(n) for n in names))
-    lines = [f"{report['split']} split, {report['samples']} images, checkpoint {report['checkpoint']}",
-             "  ".join(f"{k} {v:.4f}" for k, v in report.items() if k == "loss" or k.startswith("acc")), "",
-             f"{'class':<{w}}  accuracy"]
-    for n in names:
-        a = report["per_class_accuracy"][n]
-        lines.append(f"{n:<{w}}  {'-' if a is None else f'{a:.4f}'}")
-    lines += ["", "confusion matrix (rows: true, columns: predicted)"]
-    cm = report["confusion_matrix"]
-    cw = max(4, max(len(str(v)) for row in cm for v in row) + 1)
-    lines.append(" " * w + "".join(f"{i:>{cw}}" for i in range(len(names))))
-    for i, row in enumerate(cm):
-        lines.append(f"{names[i][:w]:<{w}}" + "".join(f"{v:>{cw}}" for v in row))
-    return "\n".join(lines)
+    def __call__(self):
+        self.logits, self.labels = predict(self.network, self.loader)
+        self.calls += 1
+        if self.regression is not None:
+            return self.regression(self.logits, self.labels)
+        return summarize(self.logits, self.labels, self.topk, self.label_smoothing)

@@ -256,11 +256,11 @@ def screenshot(logdir, out, page="scalar", groups=("train", "eval"), width=1400)
         width: viewport width in CSS pixels (the height follows the page).
 
     Returns:
-        :class:`utils.visualize.PlotResult`: panels = charts (scalar) or images (image) shown.
+        :class:`utils.visual.visualize.PlotResult`: panels = charts (scalar) or images (image) shown.
     """
     from PIL import Image
 
-    from utils.visualize import PlotResult
+    from utils.visual.visualize import PlotResult
 
     _need_browser()
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)

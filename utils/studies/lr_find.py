@@ -534,11 +534,11 @@ def run_lr_find(cfg, out_dir=None, start_lr=1e-7, end_lr=10.0, num_iters=100, di
     """
     check_sweep_args(start_lr, end_lr, num_iters, diverge_factor, beta)
 
-    from utils.callbacks import seed_everything
-    from utils.checkpoint import save_json
+    from utils.build import build_network, select_device
     from utils.data import build_datasets, build_loaders
-    from utils.optim import build_loss, build_optimizer
-    from utils.trainer import build_network, select_device
+    from utils.training.callbacks import seed_everything
+    from utils.training.checkpoint import save_json
+    from utils.training.optim import build_loss, build_optimizer
 
     out_dir = out_dir or default_out_dir(cfg)
     if os.path.isdir(out_dir) and os.listdir(out_dir):

@@ -39,7 +39,7 @@ def amp_configs_for(cfg, device):
 def eval_autocast(amp_configs):
     """The context our own evaluation passes run in: ``auto_cast`` at O2 (float16 weights), else nothing.
 
-    hapi's ``train_batch`` casts inside ``auto_cast``; ``utils.evaluate.predict`` calls the network
+    hapi's ``train_batch`` casts inside ``auto_cast``; ``utils.training.evaluate.predict`` calls the network
     directly. O1 keeps float32 weights, so float32 evaluation is exact there; O2's float16 weights
     need the same ``auto_cast`` as training.
     """

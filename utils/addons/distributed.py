@@ -11,7 +11,7 @@ holds what the trainer adds around that, and nothing here runs when the world si
   or its ``UserError``);
 * the data: hapi's ``fit`` shards only a ``Dataset`` it is given, not a ``DataLoader``, so
   ``utils.data.build_loaders`` builds the train loader on a ``DistributedBatchSampler`` and the
-  validation loader on this rank's contiguous block (:func:`shard_range`: no padding, so no sample
+  validation loader on this rank's contiguous block (``utils.data.shard_range``: no padding, so no sample
   counted twice); :class:`EpochShuffle` sets the sampler's epoch to ``seed + epoch`` (the sampler
   shuffles with ``RandomState(epoch)``: the same permutation on every rank, disjoint shards, and a
   resumed run repeats the order);
@@ -41,10 +41,10 @@ import paddle
 import paddle.distributed as dist
 from paddle.callbacks import Callback
 
-from utils.callbacks import request_stop
+from models.init import running_stats
 from utils.errors import UserError
-from utils.evaluate import metric_names, predict, summarize
-from utils.vdl import LastEval
+from utils.training.callbacks import request_stop
+from utils.training.evaluate import LastEval, metric_names, predict, summarize
 
 _ready = False
 
@@ -147,20 +147,13 @@ def on_main(fn):
 _FLOATS = ("float16", "bfloat16", "float32", "float64")
 
 
-def _running_stats(network):
+def changing_tensors(network):
     """The floating tensors that change in training without a gradient: running statistics and buffers.
 
-    Paddle's BatchNorm keeps its running mean and variance as parameters with
-    ``stop_gradient=True`` (``_mean``, ``_variance``), not as buffers (``utils/finetune.py`` finds
-    them the same way). Frozen weights are left out: they never change.
+    Frozen weights are left out: they never change.
     """
-    out, seen = [], set()
-    for layer in network.sublayers(include_self=True):
-        for attr in ("_mean", "_variance"):
-            t = getattr(layer, attr, None)
-            if isinstance(t, paddle.Tensor) and id(t) not in seen:
-                seen.add(id(t))
-                out.append(t)
+    out = running_stats(network)
+    seen = {id(t) for t in out}
     out += [b for b in network.buffers() if b is not None and id(b) not in seen]
     return [t for t in out if str(t.dtype).split(".")[-1] in _FLOATS]
 
@@ -176,7 +169,7 @@ def average_buffers(network):
     """
     if not is_distributed():
         return
-    tensors = _running_stats(network)
+    tensors = changing_tensors(network)
     if not tensors:
         return
     w = world_size()
@@ -214,11 +207,6 @@ def state_digest(state):
 
 
 # ----------------------------------------------------------------------------- data
-
-def shard_range(n, rank_, world):
-    """[lo, hi) of rank ``rank_``'s contiguous block of ``n`` samples; blocks cover 0..n once, sizes differ by <= 1."""
-    return n * rank_ // world, n * (rank_ + 1) // world
-
 
 class EpochShuffle(Callback):
     """``sampler.set_epoch(seed + epoch)`` at each epoch start (after :class:`Progress` set the epoch).
@@ -329,7 +317,7 @@ def metrics_from_sums(sums, topk=(1,)):
 
 
 class ShardedEval(LastEval):
-    """:class:`utils.vdl.LastEval` over this rank's validation block, metrics of the whole set.
+    """:class:`utils.training.evaluate.LastEval` over this rank's validation block, metrics of the whole set.
 
     Every rank must call it (collectives). BatchNorm buffers are averaged first, so every rank
     evaluates the same network. With ``keep_logits`` (rank 0's VisualDL logger draws prediction

@@ -417,7 +417,7 @@ def config_input(cfg):
         side = cfg["Data"]["image_size"] or side
         n = cfg["Data"]["num_classes"] or (len(cfg["Data"]["classes"]) if cfg["Data"]["classes"] else n)
         return c, side, n, f"({str(e).split(';')[0].rstrip('.')}: using the native {c}x{side}x{side})"
-    from utils.trainer import network_input_side
+    from utils.build import network_input_side
 
     return bundle.in_channels, network_input_side(bundle), bundle.num_classes, None
 
@@ -430,7 +430,7 @@ def config_receptive_field(cfg, image_size=None):
     """
     import types
 
-    from utils.trainer import build_network
+    from utils.build import build_network
 
     c, side, n, note = config_input(cfg)
     if image_size:

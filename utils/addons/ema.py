@@ -30,8 +30,8 @@ import numpy as np
 import paddle
 from paddle.callbacks import Callback
 
-from utils.callbacks import BestTracker, Checkpointer, _metric
 from utils.errors import ConfigError, check_int
+from utils.training.callbacks import BestTracker, Checkpointer, metric_value
 
 _FLOATS = ("float16", "bfloat16", "float32", "float64")
 NOT_METRICS = ("epoch", "step", "samples", "eval_time")
@@ -123,15 +123,15 @@ class ModelEMA:
         return all(bool(paddle.isfinite(s).all()) for s in self.shadow.values())
 
     def running_stat_names(self):
-        from utils.distributed import _running_stats
+        from utils.addons.distributed import changing_tensors
 
-        ids = {id(t) for t in _running_stats(self.network)}
+        ids = {id(t) for t in changing_tensors(self.network)}
         return [k for k, t in self.network.state_dict().items() if id(t) in ids and k in self.shadow]
 
     @paddle.no_grad()
     def average_running_stats(self):
         """Data parallel: the averaged BatchNorm statistics become their mean over ranks (float64 sums)."""
-        from utils import distributed as dp
+        from utils.addons import distributed as dp
 
         if not dp.is_distributed():
             return
@@ -231,7 +231,7 @@ class EMACallback(Callback):
 
     def resume(self, prefix, state):
         """Load the averages saved with checkpoint ``prefix``; returns a warning line or None."""
-        from utils.checkpoint import load_state
+        from utils.training.checkpoint import load_state
 
         name = os.path.basename(prefix)
         path = os.path.join(os.path.dirname(prefix), ema_name(name))
@@ -270,7 +270,7 @@ class EMACallback(Callback):
 
 
 class EMACheckpointer(Checkpointer):
-    """A :class:`utils.callbacks.Checkpointer` whose ``best_model`` is the better of raw and EMA weights.
+    """A :class:`utils.training.callbacks.Checkpointer` whose ``best_model`` is the better of raw and EMA weights.
 
     Built by :meth:`EMACallback.attach` from the run's Checkpointer.
     """
@@ -278,7 +278,7 @@ class EMACheckpointer(Checkpointer):
     def on_eval_end(self, logs=None):
         mon = self.monitor
         base = mon[4:] if mon.startswith("ema_") else mon
-        raw_v = _metric(logs, base, "EarlyStopping.monitor")
+        raw_v = metric_value(logs, base, "EarlyStopping.monitor")
         ema_v = logs.get(f"ema_{base}")
         use_ema = ema_v is not None and math.isfinite(float(ema_v)) and (
             not math.isfinite(raw_v)

@@ -1,0 +1,1 @@
+"""Export a trained run for deployment and run the exported model."""

@@ -1,0 +1,1 @@
+"""Studies run before or beside training: LR range test, init study, receptive field."""

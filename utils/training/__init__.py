@@ -1,0 +1,1 @@
+"""Training parts: callbacks, checkpoints, optimizer and schedules, evaluation, VisualDL logging."""

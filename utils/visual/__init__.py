@@ -1,0 +1,1 @@
+"""Pictures of a run: curves, batches, weights, attention, predictions; the VisualDL page."""
