@@ -4,6 +4,10 @@ Patches are embedded by a strided conv into a sequence of tokens; each gMLP bloc
 channel MLP whose hidden units are gated by a Spatial Gating Unit (SGU), the only place
 where tokens exchange information: a learned seq_len x seq_len linear map, no attention.
 """
+from __future__ import annotations
+
+from collections.abc import Sequence
+
 import paddle
 import paddle.nn as nn
 
@@ -16,18 +20,20 @@ class DropPath(nn.Layer):
     Kept samples are scaled by 1 / (1 - p) so the expected output is unchanged at eval.
     """
 
-    def __init__(self, p=0.0):
+    def __init__(self, p: float = 0.0) -> None:
         super().__init__()
         self.p = p
 
-    def forward(self, x):
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        """``x`` in eval or at p = 0; else ``x`` with whole samples zeroed, the others scaled by 1 / (1 - p)."""
         if self.p == 0.0 or not self.training:
             return x
         keep = 1.0 - self.p
         mask = paddle.bernoulli(paddle.full([x.shape[0]] + [1] * (x.ndim - 1), keep, dtype=x.dtype))
         return x * mask / keep
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
+        """Shown in ``print(model)``."""
         return f"p={self.p}"
 
 
@@ -50,7 +56,7 @@ class SpatialGatingUnit(nn.Layer):
         norm_layer: normalization class for v, taking the channel count.
     """
 
-    def __init__(self, dim, seq_len, norm_layer=nn.LayerNorm):
+    def __init__(self, dim: int, seq_len: int, norm_layer: type[nn.Layer] = nn.LayerNorm) -> None:
         super().__init__()
         if dim % 2:
             raise ValueError(f"SpatialGatingUnit needs an even channel count, got {dim}")
@@ -60,23 +66,25 @@ class SpatialGatingUnit(nn.Layer):
         self.spatial_bias = self.create_parameter([seq_len, 1])
         self.init_weights()
 
-    def init_weights(self, eps=1e-3):
+    def init_weights(self, eps: float = 1e-3) -> None:
         """Near-zero token-mixing weights (uniform +-eps) and unit bias: the block starts as an FFN."""
         nn.initializer.Uniform(-eps, eps)(self.spatial_weight)
         nn.initializer.Constant(1.0)(self.spatial_bias)
 
-    def forward(self, x):
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        """Tokens [N, L, dim] -> gated tokens [N, L, dim / 2]."""
         u, v = paddle.chunk(x, 2, axis=-1)
         # [L, L] @ [N, L, C/2] broadcasts over N: mixes tokens with no transposes.
         v = paddle.matmul(self.spatial_weight, self.norm(v)) + self.spatial_bias
         return u * v
 
-    def count_macs(self, inputs, output):
+    def count_macs(self, inputs: Sequence[paddle.Tensor], output: paddle.Tensor) -> int:
         """Multiply-adds of the token mixing (N * C/2 * L * L), for ``models.summary``."""
         n, seq_len, half = output.shape
         return int(n) * int(half) * int(seq_len) * int(seq_len)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
+        """Shown in ``print(model)``."""
         return f"seq_len={self.seq_len}"
 
 
@@ -92,7 +100,8 @@ class GMLPBlock(nn.Layer):
         norm_layer: normalization class taking the channel count.
     """
 
-    def __init__(self, dim, ffn_dim, seq_len, drop_path=0.0, act_layer=nn.GELU, norm_layer=nn.LayerNorm):
+    def __init__(self, dim: int, ffn_dim: int, seq_len: int, drop_path: float = 0.0, act_layer: type[nn.Layer] = nn.GELU,
+                 norm_layer: type[nn.Layer] = nn.LayerNorm) -> None:
         super().__init__()
         self.norm = norm_layer(dim)
         self.fc1 = nn.Linear(dim, ffn_dim)
@@ -101,14 +110,22 @@ class GMLPBlock(nn.Layer):
         self.fc2 = nn.Linear(ffn_dim // 2, dim)
         self.drop_path = DropPath(drop_path)
 
-    def forward(self, x):
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        """Tokens [N, L, dim] -> tokens [N, L, dim] (residual)."""
         return x + self.drop_path(self.fc2(self.sgu(self.act(self.fc1(self.norm(x))))))
 
 
 class PatchEmbed(nn.Layer):
-    """Non-overlapping patch_size x patch_size patches -> tokens [N, (side / patch)^2, dim] via a strided conv."""
+    """Non-overlapping patch_size x patch_size patches -> tokens [N, (side / patch)^2, dim] via a strided conv.
 
-    def __init__(self, image_size, patch_size, in_channels, dim):
+    Args:
+        image_size: input side; must be divisible by ``patch_size``.
+        patch_size: side of the square patches.
+        in_channels: image channels.
+        dim: token channels.
+    """
+
+    def __init__(self, image_size: int, patch_size: int, in_channels: int, dim: int) -> None:
         super().__init__()
         if patch_size < 1 or image_size % patch_size:
             raise ValueError(f"image_size {image_size} is not divisible by patch_size {patch_size}; "
@@ -117,7 +134,8 @@ class PatchEmbed(nn.Layer):
         self.num_patches = self.grid * self.grid
         self.proj = nn.Conv2D(in_channels, dim, patch_size, stride=patch_size)
 
-    def forward(self, x):
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        """Images [N, C, H, W] -> tokens [N, (H / patch_size) ** 2, dim]."""
         # [N, dim, g, g] -> [N, g*g, dim], tokens in row-major order of the patch grid.
         return self.proj(x).flatten(2).transpose([0, 2, 1])
 
@@ -138,8 +156,9 @@ class GMLP(nn.Layer):
         norm_layer: normalization class taking the channel count.
     """
 
-    def __init__(self, num_classes=10, in_channels=3, image_size=32, patch_size=4, dim=128, depth=4, ffn_ratio=4,
-                 drop_path=0.0, act_layer=nn.GELU, norm_layer=nn.LayerNorm):
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, image_size: int = 32, patch_size: int = 4,
+                 dim: int = 128, depth: int = 4, ffn_ratio: float = 4, drop_path: float = 0.0,
+                 act_layer: type[nn.Layer] = nn.GELU, norm_layer: type[nn.Layer] = nn.LayerNorm) -> None:
         super().__init__()
         ffn_dim = int(ffn_ratio * dim)
         if dim < 1 or depth < 1 or ffn_dim != ffn_ratio * dim or ffn_dim < 2 or ffn_dim % 2:
@@ -154,17 +173,18 @@ class GMLP(nn.Layer):
         self.head = nn.Linear(dim, num_classes)
         self.num_features = dim
 
-    def forward_features(self, x):
+    def forward_features(self, x: paddle.Tensor) -> paddle.Tensor:
         """[N, C, H, W] -> token-averaged features [N, dim]."""
         return self.norm(self.blocks(self.patch_embed(x))).mean(axis=1)
 
-    def forward(self, x):
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        """[N, C, H, W] -> logits [N, num_classes]."""
         return self.head(self.forward_features(x))
 
 
 @register_model
-def gmlp_tiny(num_classes=10, in_channels=3, image_size=32, patch_size=4, dim=128, depth=4, ffn_ratio=4,
-              drop_path=0.05):
+def gmlp_tiny(num_classes: int = 10, in_channels: int = 3, image_size: int = 32, patch_size: int = 4,
+              dim: int = 128, depth: int = 4, ffn_ratio: float = 4, drop_path: float = 0.05) -> GMLP:
     """gMLP-tiny: 4 x 4 patches (64 tokens at 32 x 32), dim 128, 4 blocks, ffn 512.
 
     About 0.42M parameters and 30M multiply-adds at 32 x 32 x 3, 10 classes; 100-150 img/s
@@ -174,8 +194,8 @@ def gmlp_tiny(num_classes=10, in_channels=3, image_size=32, patch_size=4, dim=12
 
 
 @register_model
-def gmlp_small(num_classes=10, in_channels=3, image_size=32, patch_size=4, dim=192, depth=8, ffn_ratio=4,
-               drop_path=0.1):
+def gmlp_small(num_classes: int = 10, in_channels: int = 3, image_size: int = 32, patch_size: int = 4,
+               dim: int = 192, depth: int = 8, ffn_ratio: float = 4, drop_path: float = 0.1) -> GMLP:
     """gMLP-small: 4 x 4 patches, dim 192, 8 blocks, ffn 768.
 
     About 1.8M parameters and 127M multiply-adds at 32 x 32 x 3, 10 classes.

@@ -7,6 +7,8 @@ max-pools between the inception groups remain (32 -> 16 -> 8); BatchNorm after e
 vanishing gradients of a 22-layer net without BN). Branch widths are the paper's table 1
 times ``width``, rounded to multiples of 8 (at least 8).
 """
+from __future__ import annotations
+
 import paddle
 import paddle.nn as nn
 
@@ -27,15 +29,25 @@ INCEPTION_CFG = {
 STEM_CHANNELS = 192  # what the ImageNet stem hands to block 3a
 
 
-def scaled(channels, width, divisor=8):
+def scaled(channels: int, width: float, divisor: int = 8) -> int:
     """``channels * width`` rounded to a multiple of ``divisor`` (SIMD-friendly), at least ``divisor``."""
     return max(divisor, int(round(channels * width / divisor)) * divisor)
 
 
 class ConvBNReLU(nn.Sequential):
-    """k x k conv (no bias; BN shifts) -> BatchNorm -> ReLU, side preserved at stride 1."""
+    """k x k conv (no bias; BN shifts) -> BatchNorm -> ReLU, side preserved at stride 1.
 
-    def __init__(self, in_ch, out_ch, kernel_size, stride=1, act_layer=nn.ReLU, norm_layer=nn.BatchNorm2D):
+    Args:
+        in_ch: input channels.
+        out_ch: output channels.
+        kernel_size: odd side k of the conv (padding k // 2).
+        stride: conv stride.
+        act_layer: activation class.
+        norm_layer: normalization class taking the channel count.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, act_layer: type[nn.Layer] = nn.ReLU,
+                 norm_layer: type[nn.Layer] = nn.BatchNorm2D) -> None:
         super().__init__(nn.Conv2D(in_ch, out_ch, kernel_size, stride=stride, padding=kernel_size // 2,
                                    bias_attr=False),
                          norm_layer(out_ch), act_layer())
@@ -56,8 +68,8 @@ class Inception(nn.Layer):
         norm_layer: normalization class taking the channel count.
     """
 
-    def __init__(self, in_ch, ch1, ch3red, ch3, ch5red, ch5, pool_proj, act_layer=nn.ReLU,
-                 norm_layer=nn.BatchNorm2D):
+    def __init__(self, in_ch: int, ch1: int, ch3red: int, ch3: int, ch5red: int, ch5: int, pool_proj: int,
+                 act_layer: type[nn.Layer] = nn.ReLU, norm_layer: type[nn.Layer] = nn.BatchNorm2D) -> None:
         super().__init__()
         cbr = lambda i, o, k: ConvBNReLU(i, o, k, act_layer=act_layer, norm_layer=norm_layer)  # noqa: E731
         self.branch1 = cbr(in_ch, ch1, 1)
@@ -66,7 +78,8 @@ class Inception(nn.Layer):
         self.branch_pool = nn.Sequential(nn.MaxPool2D(3, stride=1, padding=1), cbr(in_ch, pool_proj, 1))
         self.out_channels = ch1 + ch3 + ch5 + pool_proj
 
-    def forward(self, x):
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        """[N, in_ch, H, W] -> [N, out_channels, H, W]."""
         return paddle.concat([self.branch1(x), self.branch3(x), self.branch5(x), self.branch_pool(x)], axis=1)
 
 
@@ -82,8 +95,8 @@ class GoogLeNet(nn.Layer):
         norm_layer: normalization class taking the channel count.
     """
 
-    def __init__(self, num_classes=10, in_channels=3, width=0.25, dropout=0.2, act_layer=nn.ReLU,
-                 norm_layer=nn.BatchNorm2D):
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: float = 0.25, dropout: float = 0.2,
+                 act_layer: type[nn.Layer] = nn.ReLU, norm_layer: type[nn.Layer] = nn.BatchNorm2D) -> None:
         super().__init__()
         if width <= 0:
             raise ValueError(f"width must be > 0, got {width}")
@@ -106,16 +119,18 @@ class GoogLeNet(nn.Layer):
         self.head = nn.Linear(ch, num_classes)
         self.num_features = ch
 
-    def forward_features(self, x):
+    def forward_features(self, x: paddle.Tensor) -> paddle.Tensor:
         """[N, C, H, W] -> pooled features [N, num_features]."""
         return self.flatten(self.pool(self.blocks(self.stem(x))))
 
-    def forward(self, x):
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        """[N, C, H, W] -> logits [N, num_classes]."""
         return self.head(self.dropout(self.forward_features(x)))
 
 
 @register_model
-def googlenet(num_classes=10, in_channels=3, image_size=32, width=0.25, dropout=0.2):
+def googlenet(num_classes: int = 10, in_channels: int = 3, image_size: int = 32, width: float = 0.25,
+              dropout: float = 0.2) -> GoogLeNet:
     """GoogLeNet for small images; ``width=0.25`` has about 0.38M parameters and 25M multiply-adds at 32 x 32 x 3.
 
     About 115 img/s forward+backward on 2 CPU cores at batch 128. Each block's stride-1 max-pool

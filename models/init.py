@@ -5,13 +5,15 @@ half-zeroed outputs halve the variance each layer. Biases start at zero. A layer
 needs its own init (the Spatial Gating Unit's gate: weights ~0, bias 1) defines
 ``init_weights()``, which runs after the scheme so it always wins.
 """
+from __future__ import annotations
+
 import paddle
 import paddle.nn as nn
 
 SCHEMES = ("default", "xavier", "kaiming", "normal")
 
 
-def apply_init(model, scheme="default", std=0.02):
+def apply_init(model: nn.Layer, scheme: str = "default", std: float = 0.02) -> nn.Layer:
     """Initialise ``model`` in place with ``scheme`` and then each layer's own ``init_weights``."""
     if scheme not in SCHEMES:
         raise ValueError(f"unknown init '{scheme}', choose one of {SCHEMES}")
@@ -33,14 +35,14 @@ def apply_init(model, scheme="default", std=0.02):
     return model
 
 
-def count_params(model):
+def count_params(model: nn.Layer) -> tuple[int, int]:
     """(total, trainable) parameter counts."""
     total = sum(int(p.numel()) for p in model.parameters())
     trainable = sum(int(p.numel()) for p in model.parameters() if not p.stop_gradient)
     return total, trainable
 
 
-def running_stats(network):
+def running_stats(network: nn.Layer) -> list[paddle.Tensor]:
     """BatchNorm's running mean and variance tensors (``_mean``/``_variance``), each once.
 
     Paddle keeps them as Parameters with ``stop_gradient=True``, listed by ``named_parameters()``

@@ -1,10 +1,15 @@
 """Multi-layer perceptron on flattened pixels: the floor any image model should beat."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import paddle
 import paddle.nn as nn
 
 from models.registry import register_model
 
 
-def resolve_act(act_layer):
+def resolve_act(act_layer: type[nn.Layer] | str) -> type[nn.Layer]:
     """An activation class, given the class itself or its ``paddle.nn`` name from YAML (``"GELU"``)."""
     if isinstance(act_layer, str):
         cls = getattr(nn, act_layer, None)
@@ -25,7 +30,8 @@ class MLP(nn.Layer):
         act_layer: activation class.
     """
 
-    def __init__(self, in_features, num_classes=10, hidden=(256, 128), dropout=0.1, act_layer=nn.ReLU):
+    def __init__(self, in_features: int, num_classes: int = 10, hidden: Sequence[int] = (256, 128), dropout: float = 0.1,
+                 act_layer: type[nn.Layer] = nn.ReLU) -> None:
         super().__init__()
         self.flatten = nn.Flatten()
         layers, width = [], in_features
@@ -36,12 +42,14 @@ class MLP(nn.Layer):
         self.head = nn.Linear(width, num_classes)
         self.num_features = width
 
-    def forward(self, x):
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        """[N, ...] (flattened to [N, in_features]) -> logits [N, num_classes]."""
         return self.head(self.body(self.flatten(x)))
 
 
 @register_model
-def mlp(num_classes=10, in_channels=3, image_size=32, hidden=(256, 128), dropout=0.1, act_layer=nn.ReLU):
+def mlp(num_classes: int = 10, in_channels: int = 3, image_size: int = 32, hidden: int | Sequence[int] = (256, 128),
+        dropout: float = 0.1, act_layer: type[nn.Layer] | str = nn.ReLU) -> MLP:
     """MLP with ``hidden`` layer sizes (a list or one int from YAML).
 
     About 820k parameters at 32 x 32 x 3 (3072 inputs: 3072 x 256 is most of it); 50k on

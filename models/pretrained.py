@@ -3,18 +3,21 @@
 Used by the models that take ``pretrained=`` (``models/vision.py``) and by ``Global.pretrained_model``.
 A run directory means its ``best_model``; what loaded, what kept its init and why is a :class:`LoadReport`.
 """
+from __future__ import annotations
+
 import os
+from collections.abc import Callable, Iterable, Iterator
 
 import paddle
 
 from utils.errors import UserError
 
 
-def _shape(t):
+def _shape(t: paddle.Tensor) -> list[int]:
     return [int(d) for d in t.shape]
 
 
-def _preview(names, n=3):
+def _preview(names: Iterable[str], n: int = 3) -> str:
     names = list(names)
     return ", ".join(names[:n]) + (f", ... ({len(names)} in all)" if len(names) > n else "")
 
@@ -34,7 +37,8 @@ class LoadReport:
     Unpacks as the old ``(loaded, skipped)`` pair: ``loaded, skipped = load_matching(...)``.
     """
 
-    def __init__(self, source, loaded, missing, unexpected, mismatched, excluded=()):
+    def __init__(self, source: str, loaded: Iterable[str], missing: Iterable[str], unexpected: Iterable[str],
+                 mismatched: Iterable[tuple[str, list[int], list[int]]], excluded: Iterable[str] = ()) -> None:
         self.source = source
         self.loaded = list(loaded)
         self.missing = list(missing)
@@ -43,21 +47,22 @@ class LoadReport:
         self.excluded = list(excluded)
 
     @property
-    def not_loaded(self):
+    def not_loaded(self) -> list[str]:
         """Model tensors left at their init: mismatched, missing and excluded."""
         return [n for n, _, _ in self.mismatched] + self.missing + self.excluded
 
     @property
-    def skipped(self):
+    def skipped(self) -> list[str]:
         """One string per model tensor that was not loaded, saying why."""
         return ([f"{n}: checkpoint {c} vs model {m}" for n, c, m in self.mismatched]
                 + [f"{n} (not in the checkpoint)" for n in self.missing]
                 + [f"{n} (excluded)" for n in self.excluded])
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[list[str]]:
+        """``loaded, skipped = report``."""
         return iter((self.loaded, self.skipped))
 
-    def summary(self, label="pretrained"):
+    def summary(self, label: str = "pretrained") -> str:
         """One line: counts, and the names of the tensors that kept their init."""
         total = len(self.loaded) + len(self.not_loaded)
         parts = []
@@ -73,19 +78,19 @@ class LoadReport:
         return (f"{label}: loaded {len(self.loaded)}/{total} tensors from {self.source}"
                 + ("; " + "; ".join(parts) if parts else " (all matched)"))
 
-    def details(self):
+    def details(self) -> list[str]:
         """One line per tensor that was not loaded or not used, e.g. ``fc.bias: checkpoint [97] vs model [10]``."""
         return ([f"  shape mismatch  {n}: checkpoint {c} vs model {m}" for n, c, m in self.mismatched]
                 + [f"  missing in the checkpoint  {n}" for n in self.missing]
                 + [f"  excluded  {n}" for n in self.excluded]
                 + [f"  unexpected in the checkpoint  {n}" for n in self.unexpected])
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"LoadReport(loaded={len(self.loaded)}, missing={len(self.missing)}, "
                 f"unexpected={len(self.unexpected)}, mismatched={len(self.mismatched)}, excluded={len(self.excluded)})")
 
 
-def pretrained_file(path, key="Global.pretrained_model"):
+def pretrained_file(path: str, key: str = "Global.pretrained_model") -> str:
     """A run directory (its best_model), checkpoint prefix or .pdparams file -> the .pdparams path.
 
     Raises:
@@ -104,7 +109,8 @@ def pretrained_file(path, key="Global.pretrained_model"):
     return file
 
 
-def load_matching(network, path, exclude=None, key="Global.pretrained_model", state=None, apply=True):
+def load_matching(network: paddle.nn.Layer, path: str, exclude: Callable[[str], bool] | None = None,
+                  key: str = "Global.pretrained_model", state: dict | None = None, apply: bool = True) -> LoadReport:
     """Load the tensors of ``path`` whose names and shapes match the model's (fine-tuning).
 
     Args:

@@ -4,14 +4,23 @@ Every factory takes ``num_classes``, ``in_channels`` and ``image_size`` (the sid
 square input) plus its own keyword arguments, which come from the config's ``Arch``
 section. Unknown names and unknown arguments fail with the valid ones listed.
 """
-import inspect
+from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import paddle.nn as nn
+
+from models.init import apply_init
 from utils.errors import ConfigError, did_you_mean
 
-_REGISTRY = {}
+Factory = Callable[..., nn.Layer]
+
+_REGISTRY: dict[str, Factory] = {}
 
 
-def register_model(fn):
+def register_model(fn: Factory) -> Factory:
     """Register a model factory under its function name."""
     if fn.__name__ in _REGISTRY:
         raise ValueError(f"model '{fn.__name__}' is registered twice")
@@ -19,12 +28,12 @@ def register_model(fn):
     return fn
 
 
-def list_models():
+def list_models() -> list[str]:
     """Sorted names of all registered models."""
     return sorted(_REGISTRY)
 
 
-def model_factory(name):
+def model_factory(name: str) -> Factory:
     """The factory registered as ``name``; unknown names raise ConfigError listing the valid ones."""
     if name not in _REGISTRY:
         raise ConfigError(f"unknown model '{name}'{did_you_mean(name, _REGISTRY)}; "
@@ -32,7 +41,7 @@ def model_factory(name):
     return _REGISTRY[name]
 
 
-def check_kwargs(name, kwargs):
+def check_kwargs(name: str, kwargs: dict[str, Any]) -> None:
     """Raise ConfigError for keyword arguments the factory does not take."""
     fn = model_factory(name)
     params = inspect.signature(fn).parameters
@@ -45,7 +54,8 @@ def check_kwargs(name, kwargs):
                               f"its arguments: {', '.join(valid) or '(none)'}")
 
 
-def build_model(name, num_classes=10, in_channels=3, image_size=32, init="default", init_std=0.02, **kwargs):
+def build_model(name: str, num_classes: int = 10, in_channels: int = 3, image_size: int = 32, init: str = "default",
+                init_std: float = 0.02, **kwargs: Any) -> nn.Layer:
     """Build a registered model and apply the init scheme.
 
     Args:
@@ -57,8 +67,6 @@ def build_model(name, num_classes=10, in_channels=3, image_size=32, init="defaul
         init_std: std for ``normal``.
         **kwargs: the factory's own arguments.
     """
-    from models.init import apply_init
-
     check_kwargs(name, kwargs)
     try:
         model = model_factory(name)(num_classes=num_classes, in_channels=in_channels,

@@ -9,8 +9,12 @@ which saves those few parameters but is awkward to write as layers).
 ``attention`` (e.g. SpatialAttention) acts on the residual branch before the addition, as
 CBAM does, so the identity path stays untouched.
 """
-import functools
+from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
+import paddle
 import paddle.nn as nn
 
 from models.registry import register_model
@@ -29,7 +33,8 @@ class BasicBlock(nn.Layer):
         norm_layer: normalization class taking the channel count.
     """
 
-    def __init__(self, in_ch, out_ch, stride=1, attention=None, act_layer=nn.ReLU, norm_layer=nn.BatchNorm2D):
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, attention: Callable[[], nn.Layer] | None = None,
+                 act_layer: type[nn.Layer] = nn.ReLU, norm_layer: type[nn.Layer] = nn.BatchNorm2D) -> None:
         super().__init__()
         # No conv biases: each conv feeds a norm whose shift does the same job.
         self.conv1 = nn.Conv2D(in_ch, out_ch, 3, stride=stride, padding=1, bias_attr=False)
@@ -46,7 +51,8 @@ class BasicBlock(nn.Layer):
             self.shortcut = nn.Identity()
         self.act2 = act_layer()
 
-    def forward(self, x):
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        """[N, in_ch, H, W] -> [N, out_ch, H / stride, W / stride]."""
         out = self.act1(self.bn1(self.conv1(x)))
         out = self.attn(self.bn2(self.conv2(out)))
         return self.act2(out + self.shortcut(x))
@@ -65,8 +71,9 @@ class CifarResNet(nn.Layer):
         norm_layer: normalization class taking the channel count.
     """
 
-    def __init__(self, num_classes=10, in_channels=3, blocks_per_stage=3, width=1, attention=None,
-                 act_layer=nn.ReLU, norm_layer=nn.BatchNorm2D):
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, blocks_per_stage: int = 3, width: float = 1,
+                 attention: Callable[[], nn.Layer] | None = None, act_layer: type[nn.Layer] = nn.ReLU,
+                 norm_layer: type[nn.Layer] = nn.BatchNorm2D) -> None:
         super().__init__()
         if blocks_per_stage < 1 or width <= 0:
             raise ValueError(f"need blocks_per_stage >= 1 and width > 0, got {blocks_per_stage}, {width}")
@@ -87,15 +94,16 @@ class CifarResNet(nn.Layer):
         self.head = nn.Linear(widths[-1], num_classes)
         self.num_features = widths[-1]
 
-    def forward_features(self, x):
+    def forward_features(self, x: paddle.Tensor) -> paddle.Tensor:
         """[N, C, H, W] -> pooled features [N, 64 * width]."""
         return self.flatten(self.pool(self.stages(self.stem(x))))
 
-    def forward(self, x):
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        """[N, C, H, W] -> logits [N, num_classes]."""
         return self.head(self.forward_features(x))
 
 
-def _check_size(image_size):
+def _check_size(image_size: int) -> None:
     # Two stride-2 stages: 32 -> 16 -> 8; an 8 x 8 digit ends at 2 x 2. Below 4 the last
     # stage sees a single pixel padded with zeros, which is legal but pointless.
     if image_size < 4:
@@ -103,21 +111,22 @@ def _check_size(image_size):
 
 
 @register_model
-def resnet8(num_classes=10, in_channels=3, image_size=32, width=1):
+def resnet8(num_classes: int = 10, in_channels: int = 3, image_size: int = 32, width: float = 1) -> CifarResNet:
     """ResNet-8 (n = 1): the quick CPU baseline, about 78k parameters and 12.6M multiply-adds at 32 x 32."""
     _check_size(image_size)
     return CifarResNet(num_classes, in_channels, blocks_per_stage=1, width=width)
 
 
 @register_model
-def resnet20(num_classes=10, in_channels=3, image_size=32, width=1):
+def resnet20(num_classes: int = 10, in_channels: int = 3, image_size: int = 32, width: float = 1) -> CifarResNet:
     """ResNet-20 (n = 3): the paper's smallest CIFAR net, about 272k parameters and 41M multiply-adds at 32 x 32."""
     _check_size(image_size)
     return CifarResNet(num_classes, in_channels, blocks_per_stage=3, width=width)
 
 
 @register_model
-def resnet20_sa(num_classes=10, in_channels=3, image_size=32, width=1, sa_kernel=7):
+def resnet20_sa(num_classes: int = 10, in_channels: int = 3, image_size: int = 32, width: float = 1,
+                sa_kernel: int = 7) -> CifarResNet:
     """``resnet20`` with a SpatialAttention in every block (9 x 99 = 891 extra parameters with k = 7)."""
     _check_size(image_size)
     return CifarResNet(num_classes, in_channels, blocks_per_stage=3, width=width,

@@ -2,12 +2,14 @@
 
 Plugs into :mod:`models.cnn` and :mod:`models.resnet` through their ``attention=`` argument.
 """
+from __future__ import annotations
+
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
 
-def channel_max(x):
+def channel_max(x: paddle.Tensor) -> paddle.Tensor:
     """Max over the channels of [N, C, H, W] -> [N, 1, H, W], equal to ``x.max(axis=1, keepdim=True)``.
 
     Written as a (C x 1) max-pool because the backward of ``paddle.max`` / ``amax`` over a
@@ -33,7 +35,7 @@ class SpatialAttention(nn.Layer):
             also works on feature maps smaller than the kernel (e.g. 2 x 2 from 8 x 8 digits).
     """
 
-    def __init__(self, kernel_size=7):
+    def __init__(self, kernel_size: int = 7) -> None:
         super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"SpatialAttention kernel_size must be odd and >= 1, got {kernel_size}")
@@ -42,15 +44,17 @@ class SpatialAttention(nn.Layer):
         self.gate = nn.Sigmoid()
         self.last_map = None
 
-    def attention_map(self, x):
+    def attention_map(self, x: paddle.Tensor) -> paddle.Tensor:
         """The [N, 1, H, W] map in (0, 1) for input ``x`` (not stored)."""
         pooled = paddle.concat([x.mean(axis=1, keepdim=True), channel_max(x)], axis=1)
         return self.gate(self.conv(pooled))
 
-    def forward(self, x):
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        """[N, C, H, W] reweighted by its attention map (kept in ``last_map``)."""
         attn = self.attention_map(x)
         self.last_map = attn.detach()
         return x * attn
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
+        """Shown in ``print(model)``."""
         return f"kernel_size={self.kernel_size}"

@@ -3,6 +3,10 @@
 ``paddle.flops`` fails under numpy 2 (``int(m.total_params)`` on an array raises TypeError
 in paddle 3.3.1), so FLOPs are counted here with forward-post hooks.
 """
+from __future__ import annotations
+
+from collections.abc import Sequence
+
 import paddle
 import paddle.nn as nn
 
@@ -11,7 +15,7 @@ from models.init import count_params
 _NORMS = (nn.layer.norm._BatchNormBase, nn.BatchNorm, nn.LayerNorm, nn.GroupNorm)
 
 
-def layer_macs(layer, inputs, output):
+def layer_macs(layer: nn.Layer, inputs: Sequence[paddle.Tensor], output: paddle.Tensor) -> int | None:
     """Multiply-accumulates of one layer's forward, or None when it is not counted.
 
     Conv2D: output elements x (in_channels / groups) x kh x kw. Linear: output elements x
@@ -32,7 +36,7 @@ def layer_macs(layer, inputs, output):
     return None
 
 
-def model_summary(model, input_shape=None):
+def model_summary(model: nn.Layer, input_shape: Sequence[int] | None = None) -> dict:
     """Parameters, multiply-accumulates and a per-layer table of ``model``.
 
     Runs one forward pass of zeros of ``input_shape`` in eval mode without gradients (the

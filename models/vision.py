@@ -25,15 +25,19 @@ What was loaded and skipped is in ``model.pretrained_report`` (the trainer print
 weights are applied again by ``init_weights`` after ``Arch.init``, so an init scheme never
 overwrites them.
 """
+from __future__ import annotations
+
 import math
 
+import numpy as np
 import paddle
 import paddle.nn as nn
+from paddle.utils import download
 from paddle.vision.models import mobilenetv2 as _pv_mobilenet
 from paddle.vision.models import resnet as _pv_resnet
 from paddle.vision.ops import ConvNormActivation
 
-from models.pretrained import load_matching, pretrained_file
+from models.pretrained import LoadReport, load_matching, pretrained_file
 from models.registry import register_model
 from utils.errors import UserError
 
@@ -45,20 +49,19 @@ IMAGENET = {  # Paddle's own table: (url, md5)
 }
 
 
-def _small_stem(stem, image_size):
+def _small_stem(stem: str, image_size: int) -> bool:
+    """Whether ``stem`` at ``image_size`` means the small-input stem."""
     if stem not in STEMS:
         raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
     return image_size <= SMALL_INPUT_MAX if stem == "auto" else stem == "small"
 
 
-def download_imagenet(arch):
+def download_imagenet(arch: str) -> str:
     """Path of Paddle's ImageNet weights for ``arch``, downloaded once into ~/.cache/paddle/hapi/weights.
 
     Raises:
         UserError: one line when the download fails (offline), saying what to do instead.
     """
-    from paddle.utils import download
-
     url, md5 = IMAGENET[arch]
     try:
         return download.get_weights_path_from_url(url, md5)
@@ -69,7 +72,7 @@ def download_imagenet(arch):
                         f"or pass a local file with -o Arch.pretrained=path/to/{url.rsplit('/', 1)[-1]}") from None
 
 
-def adapt_input_conv(weight, in_channels):
+def adapt_input_conv(weight: paddle.Tensor | np.ndarray, in_channels: int) -> paddle.Tensor:
     """A pretrained first-conv weight [out, 3, k, k] for ``in_channels`` inputs (timm's rule):
     1 channel = the sum over the 3 (a gray image is R = G = B); k channels = the 3 repeated and
     scaled by 3 / k so the activations keep their scale."""
@@ -88,7 +91,7 @@ class PretrainedMixin:
 
     stem_weight = None  # name of the first conv's weight, adapted to in_channels on load
 
-    def _setup_pretrained(self, arch, pretrained, in_channels):
+    def _setup_pretrained(self, arch: str, pretrained: bool | str | None, in_channels: int) -> None:
         self._arch = arch
         self._in_channels = in_channels
         self._pretrained = None
@@ -103,7 +106,7 @@ class PretrainedMixin:
             raise ValueError(f"pretrained must be null, true/'imagenet' or a .pdparams path, got {pretrained!r}")
         self.load_pretrained()
 
-    def load_pretrained(self):
+    def load_pretrained(self) -> LoadReport | None:
         """Load the ``pretrained`` weights by name and shape; sets and returns ``pretrained_report``."""
         if self._pretrained is None:
             return None
@@ -118,7 +121,7 @@ class PretrainedMixin:
         self.pretrained_report = load_matching(self, file, key="Arch.pretrained", state=state)
         return self.pretrained_report
 
-    def init_weights(self):
+    def init_weights(self) -> None:
         """Called by ``models.init.apply_init`` after the init scheme: the pretrained weights win."""
         if self._pretrained is not None:
             self.load_pretrained()
@@ -136,7 +139,7 @@ class VisionResNet(PretrainedMixin, _pv_resnet.ResNet):
 
     stem_weight = "conv1.weight"
 
-    def __init__(self, depth, num_classes=10, in_channels=3, small_input=True):
+    def __init__(self, depth: int, num_classes: int = 10, in_channels: int = 3, small_input: bool = True) -> None:
         super().__init__(_pv_resnet.BasicBlock, depth, num_classes=num_classes)
         if small_input:
             self.conv1 = nn.Conv2D(in_channels, 64, 3, stride=1, padding=1, bias_attr=False)
@@ -146,7 +149,7 @@ class VisionResNet(PretrainedMixin, _pv_resnet.ResNet):
         self.small_input = small_input
         self.num_features = 512
 
-    def forward_features(self, x):
+    def forward_features(self, x: paddle.Tensor) -> paddle.Tensor:
         """[N, C, H, W] -> pooled features [N, 512]."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
@@ -165,7 +168,8 @@ class VisionMobileNetV2(PretrainedMixin, _pv_mobilenet.MobileNetV2):
 
     stem_weight = "features.0.0.weight"
 
-    def __init__(self, num_classes=10, in_channels=3, small_input=True, scale=1.0):
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, small_input: bool = True,
+                 scale: float = 1.0) -> None:
         super().__init__(scale=scale, num_classes=num_classes)
         first = self.features[0][0]
         if small_input or in_channels != 3:
@@ -179,18 +183,19 @@ class VisionMobileNetV2(PretrainedMixin, _pv_mobilenet.MobileNetV2):
         self.small_input = small_input
         self.num_features = self.last_channel
 
-    def forward_features(self, x):
+    def forward_features(self, x: paddle.Tensor) -> paddle.Tensor:
         """[N, C, H, W] -> pooled features [N, 1280 * max(1, scale)]."""
         return paddle.flatten(self.pool2d_avg(self.features(x)), 1)
 
 
-def _check(image_size):
+def _check(image_size: int) -> None:
     if image_size < 4:
         raise ValueError(f"image_size {image_size} is too small (needs >= 4)")
 
 
 @register_model
-def resnet18(num_classes=10, in_channels=3, image_size=32, stem="auto", pretrained=None):
+def resnet18(num_classes: int = 10, in_channels: int = 3, image_size: int = 32, stem: str = "auto",
+             pretrained: bool | str | None = None) -> VisionResNet:
     """ResNet-18 from paddle.vision (11.2M parameters; 556M multiply-adds at 32x32 with the small-input stem).
 
     ``stem``: auto (small-input stem when image_size <= 64), small or imagenet. ``pretrained``:
@@ -203,7 +208,8 @@ def resnet18(num_classes=10, in_channels=3, image_size=32, stem="auto", pretrain
 
 
 @register_model
-def mobilenet_v2(num_classes=10, in_channels=3, image_size=32, stem="auto", pretrained=None, scale=1.0):
+def mobilenet_v2(num_classes: int = 10, in_channels: int = 3, image_size: int = 32, stem: str = "auto",
+                 pretrained: bool | str | None = None, scale: float = 1.0) -> VisionMobileNetV2:
     """MobileNetV2 from paddle.vision (2.2M parameters at scale 1; 90M multiply-adds at 32x32 with the small-input strides).
 
     ``stem`` and ``pretrained`` as for ``resnet18``; ``scale`` is the width multiplier (ImageNet

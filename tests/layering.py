@@ -25,6 +25,7 @@ FLOORS = {
     "models": 2,
     "utils.config": 2,
     "utils.data": 2,
+    "utils.schedules": 2,
     "utils.training": 3,
     "utils.addons": 4,
     "utils.doctor": 4,

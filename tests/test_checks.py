@@ -308,7 +308,7 @@ def test_every_finding_has_an_english_message_and_a_language_can_be_added(monkey
     package = os.path.join(ROOT, "utils", "checks")
     src = "".join(open(os.path.join(package, f), encoding="utf-8").read() for f in sorted(os.listdir(package))
                   if f.endswith(".py"))
-    used = set(re.findall(r'_result\([^,]+, [^,]+, "(\w+)"', src))
+    used = set(re.findall(r'\bmake_result\([^,]+, [^,]+, "(\w+)"', src))
     assert len(used) > 30 and used <= set(checks.MESSAGES["en"]), used - set(checks.MESSAGES["en"])
     monkeypatch.setitem(checks.MESSAGES, "zh", {"init_ok": ("初始损失 {loss:.2f}", None)})
     r = checks.CheckResult("loss_at_init", PASS, "init_ok", {"loss": 2.3})

@@ -10,7 +10,9 @@ import pytest
 from PIL import Image
 
 from utils.config import validate
-from utils.data import build_datasets, build_eval_loader, build_loaders, compute_mean_std
+from utils.data import build_datasets, build_eval_loader, build_loaders, compute_mean_std, list_datasets, registry
+from utils.data.registry import ImageSource, dataset_source, dataset_task, register_dataset
+from utils.data.storage import ArrayStore
 from utils.data.synthetic import CIFAR10_NAMES, make_cifar_tarball, make_class_folders, make_filelist
 from utils.data.transforms import OPS, build_transforms, transforms_markdown
 from utils.errors import ConfigError, DataError
@@ -545,6 +547,45 @@ def test_config_value_errors():
         build_datasets(cfg_of({"name": "digits", "val_split": 1.0}))
     with pytest.raises(ConfigError, match=r"Transforms.train\[0\].RandomCrop: crop 12x12 is larger"):
         build_datasets(cfg_of({"name": "digits"}, {"train": [{"RandomCrop": {"size": 12}}]}))
+
+
+# --------------------------------------------------------------------------- registry
+
+def test_registry_lists_sources_in_config_order():
+    assert list_datasets() == ["digits", "cifar10", "cifar100", "folder", "filelist", "diabetes"]
+    assert list_datasets("regression") == ["diabetes"]
+    assert dataset_task("cifar100") == "classification"
+    with pytest.raises(ConfigError) as e:
+        dataset_source("foldre")
+    assert "did you mean 'folder'" in str(e.value) and "digits, cifar10, cifar100, folder" in str(e.value)
+
+
+def test_registered_toy_dataset_builds(monkeypatch):
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # the toy stays in this test
+
+    @register_dataset("checkers")
+    def load_checkers(cfg):
+        yy, xx = np.mgrid[0:16, 0:16]
+        boards = [((yy // s + xx // s) % 2 * 255).astype(np.uint8) for s in (2, 8)]
+        labels = np.arange(200) % 2
+        images = np.stack([boards[k] for k in labels])[..., None]
+        return ImageSource(ArrayStore(images), {"train": (np.arange(200), labels)}, ["fine", "coarse"],
+                           channels=1, where="checkers (generated)")
+
+    assert list_datasets()[-1] == "checkers"
+    with pytest.raises(ValueError, match="registered twice"):
+        register_dataset("checkers")(load_checkers)
+    cfg = cfg_of({"name": "digits"})
+    cfg["Data"]["name"] = "checkers"
+    b = build_datasets(cfg)
+    assert (len(b.train), len(b.val), b.num_classes, b.class_names) == (180, 20, 2, ["fine", "coarse"])
+    check_sample(b.train, 1, 16, 2)
+
+
+def test_import_does_not_import_paddle():
+    code = "import sys, utils.data, utils.data.synthetic; assert 'paddle' not in sys.modules; print(utils.data.IMAGE_EXTS)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
 
 
 # --------------------------------------------------------------------------- tool

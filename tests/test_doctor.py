@@ -13,6 +13,7 @@ import pytest
 from paddle import nn
 
 import utils.data
+import utils.trainer
 from utils import doctor as D
 from utils.config import load_config
 from utils.doctor import Finding, RunContext, RunSeries, diagnose
@@ -466,6 +467,8 @@ def test_nan_in_inputs(out, monkeypatch):
         return bundle
 
     monkeypatch.setattr(utils.data, "build_datasets", with_nan)
+    # ... and where the trainer looks it up, should it hold its own reference
+    monkeypatch.setattr(utils.trainer, "build_datasets", with_nan, raising=False)
     m, diag = run(out, "nan_input", "Global.epochs=3")
     # relu(NaN) is 0 in Paddle, so the loss can stay finite: the doctor checks the batch itself
     assert "nan_input" in found(diag)

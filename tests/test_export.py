@@ -14,7 +14,7 @@ from PIL import Image
 from tool_asserts import assert_user_error as one_line_error
 
 from utils.config import load_config
-from utils.deploy.export import Predictor, collect_inputs, export_run, load_run_network
+from utils.deploy import Predictor, collect_inputs, export_run, load_run_network
 from utils.errors import UserError
 from utils.trainer import train
 
@@ -190,7 +190,7 @@ def test_grey_folder_with_resize_parity_untrained(tmp_path):
     from utils.build import build_network
     from utils.data import build_datasets
     from utils.data.synthetic import make_class_folders
-    from utils.deploy.export import export_network, parity_check
+    from utils.deploy import export_network, parity_check
 
     make_class_folders(str(tmp_path / "g"), 2, 6, size=20, fmt="png", gray=True)
     cfg = load_config(os.path.join(ROOT, "configs/cnn_folder.yml"),

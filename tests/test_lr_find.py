@@ -15,11 +15,11 @@ from utils.errors import UserError
 from utils.studies.lr_find import (
     RECOMMENDED,
     SUGGESTIONS,
-    ema_smooth,
     exp_lrs,
     format_lr,
     lr_range_test,
     run_lr_find,
+    smooth_losses,
     suggest_lrs,
 )
 from utils.training.optim import ClosedFormLR
@@ -100,9 +100,9 @@ def test_lrs_grow_exponentially_from_start_to_end():
     ratios = lrs[1:] / lrs[:-1]
     assert np.allclose(ratios, (end / 1e-6) ** (1 / 39), rtol=1e-12, atol=0)
     np.testing.assert_allclose(lrs, exp_lrs(1e-6, end, 40), rtol=0, atol=0)
-    # smoothing: bias-corrected EMA, the first value is the first loss itself
+    # smoothing: bias-corrected moving average, the first value is the first loss itself
     assert r.smoothed[0] == pytest.approx(r.losses[0], rel=1e-12)
-    np.testing.assert_allclose(r.smoothed, ema_smooth(r.losses, 0.98), rtol=1e-12)
+    np.testing.assert_allclose(r.smoothed, smooth_losses(r.losses, 0.98), rtol=1e-12)
 
 
 @pytest.mark.parametrize("scheduled", [False, True])
@@ -255,7 +255,7 @@ def test_digits_config_restored_and_suggestions_sensible():
     assert r.suggestions["steepest"] <= lrs[i_min] < lrs[-1]
     assert r.suggestions["valley"] <= lrs[i_min]
     assert r.suggestions["min_div10"] == pytest.approx(lrs[i_min] / 10, rel=1e-12)
-    # the curve has a real descent (the raw loss fell to ~0.45 from ln 10 = 2.30; the lagging EMA to ~1.6)
+    # the curve has a real descent (the raw loss fell to ~0.45 from ln 10 = 2.30; the lagging smoothed loss to ~1.6)
     assert r.smoothed[i_min] < 0.8 * r.smoothed[r.window[0]] and min(r.losses) < 0.3 * r.losses[0]
 
 
@@ -288,7 +288,7 @@ def test_quadratic_suggestion_near_the_analytic_lr():
     stiffest error direction in one step, so good LRs lie in (0, 2/lambda_max) with 1/lambda_max
     the reference. We ask the recommended suggestion (min/10) to lie in [0.1, 2) / lambda_max:
     never at or past the stability limit, and at most one decade below the reference (a range
-    test reads a noisy, EMA-lagged curve sampled ~13 points per decade, so one decade is the
+    test reads a noisy, lagging smoothed curve sampled ~13 points per decade, so one decade is the
     resolution we can honestly demand; measured: 0.26-0.43x on mini-batches, 1.2-1.4x full-batch).
     The other two rules must at least stay below the stability limit.
     """

@@ -278,7 +278,7 @@ def test_visualize_classification_commands_refuse_a_regression_run(runs):
     r = _tool("tools/visualize.py", "confusion", run)
     assert r.returncode != 0 and "regression run" in r.stderr and "curves" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
-    from utils.visual.visualize import plot_curves
+    from utils.visual import plot_curves
 
     res = plot_curves([run], os.path.join(str(runs["out"]), "curves.png"))
     assert res.panels == 3 and os.path.isfile(res.path)

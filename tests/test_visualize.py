@@ -1,4 +1,4 @@
-"""tools/visualize.py and utils/visual/visualize.py: every command writes a PNG of the planned size with
+"""tools/visualize.py and utils/visual: every command writes a PNG of the planned size with
 content and the planned panels; wrong paths, layers, images and models are one-line errors."""
 import os
 import shutil
@@ -10,11 +10,12 @@ import pytest
 from PIL import Image
 from tool_asserts import assert_user_error
 
+from utils import visual as vis
 from utils.config import dump_config, load_config
 from utils.errors import UserError
 from utils.runs import open_run
 from utils.trainer import train
-from utils.visual import visualize as vis
+from utils.visual.weights import MAX_HISTOGRAMS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A figure with real content: a blank white PNG has std 0, and the sparsest figure here
@@ -91,7 +92,7 @@ def test_curves_overlay_runs(runs, tmp_path):
     check_png(res, (1500, 500), 3)
     assert res.notes == []
     # both run directories are named 'r': the legend falls back to parent/name
-    assert vis._run_labels([runs["sa"], runs["gmlp"]]) == ["cnn_sa_digits/r", "gmlp_digits/r"]
+    assert vis.run_labels([runs["sa"], runs["gmlp"]]) == ["cnn_sa_digits/r", "gmlp_digits/r"]
     c = vis.read_curves(runs["sa"])
     assert c["source"] == "visualdl"
     assert list(c["train"]["loss"][0]) == list(range(1, 15))        # 7 steps/epoch x 2 epochs
@@ -165,7 +166,7 @@ def test_weights(runs, tmp_path):
 
 def test_weights_cap_histograms_and_mlp_filters(resnet20, tmp_path):
     res = vis.plot_weights(resnet20.cfg, resnet20.checkpoint, str(tmp_path / "w.png"))
-    assert res.panels == 1 + vis.MAX_HISTOGRAMS and "24 of" in res.notes[0]
+    assert res.panels == 1 + MAX_HISTOGRAMS and "24 of" in res.notes[0]
     mlp = untrained_run(tmp_path / "mlp", "configs/mlp_digits.yml")
     res = vis.plot_weights(mlp.cfg, mlp.checkpoint, str(tmp_path / "m.png"))
     # no conv: the first Linear's first 64 hidden units drawn as 8x8 images; 3 Linear layers
@@ -185,7 +186,7 @@ def test_features_default_and_chosen_layers(runs, tmp_path):
     check_png(res, (9 * 160, 3 * 160 + 60), 1 + 9 + 1)               # head's logits: one bar panel
     assert "resized to 8x8" in res.notes[0]
     gm = open_run(runs["gmlp"])
-    assert vis.default_feature_layers(vis._load_network(gm.cfg, gm.checkpoint)[0]) == [f"blocks.{i}" for i in range(4)]
+    assert vis.default_feature_layers(vis.load_network(gm.cfg, gm.checkpoint)[0]) == [f"blocks.{i}" for i in range(4)]
     res = vis.plot_features(gm.cfg, gm.checkpoint, runs["image"], str(tmp_path / "g.png"))
     check_png(res, (9 * 160, 5 * 160 + 60), 1 + 4 * 9)              # tokens laid back on the 4x4 grid
 
@@ -207,9 +208,9 @@ def test_features_errors(runs, tmp_path):
 
 
 def test_unknown_layer_in_a_deep_model_abbreviates_the_list(resnet20):
-    network, _ = vis._load_network(resnet20.cfg, resnet20.checkpoint)
+    network, _ = vis.load_network(resnet20.cfg, resnet20.checkpoint)
     with pytest.raises(UserError) as e:
-        vis._check_layers(network, ["stages.1.2.conv"], resnet20.cfg)
+        vis.check_layers(network, ["stages.1.2.conv"], resnet20.cfg)
     msg = one_line_error(e, "did you mean 'stages.1.2.conv", "top levels shown")
     assert len(msg) < 1000, msg
 

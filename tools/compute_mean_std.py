@@ -12,6 +12,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from utils.config import add_override_arg, load_config  # noqa: E402  (no paddle import)
+from utils.data import build_datasets, compute_mean_std  # noqa: E402  (paddle only once datasets are built)
 from utils.errors import run_tool  # noqa: E402
 
 
@@ -21,9 +22,6 @@ def main(argv=None):
     ap.add_argument("-c", "--config", required=True, help="YAML config file")
     add_override_arg(ap, "override a config key, e.g. -o Data.name=cifar10 (repeatable)")
     args = ap.parse_args(argv)
-
-    from utils.data import build_datasets, compute_mean_std
-
     cfg = load_config(args.config, args.override)
     # Placeholders (valid for any channel count) so building the datasets computes nothing.
     cfg["Transforms"]["mean"], cfg["Transforms"]["std"] = [0.5], [0.5]

@@ -17,7 +17,7 @@ from utils.errors import run_tool  # noqa: E402  (no paddle import: open_run set
 
 
 def parse_args(argv=None):
-    from utils.deploy.export import PADDLEX_MODEL_NAME, PARITY_IMAGES
+    from utils.deploy import PADDLEX_MODEL_NAME, PARITY_IMAGES
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run", help="run directory, or a checkpoint prefix/file inside one")
@@ -38,7 +38,7 @@ def parse_args(argv=None):
 @run_tool
 def main(argv=None):
     args = parse_args(argv)
-    from utils.deploy.export import export_run
+    from utils.deploy import export_run
 
     info = export_run(args.run, args.checkpoint, args.out, args.config, args.override,
                       model_name=args.model_name, softmax=not args.logits, check_images=args.check)

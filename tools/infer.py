@@ -39,7 +39,7 @@ def main(argv=None):
     from utils.build import configure_threads
 
     threads = configure_threads(args.threads)  # before paddle is imported
-    from utils.deploy.export import Predictor, collect_inputs, format_table
+    from utils.deploy import Predictor, collect_inputs, format_table
 
     items = collect_inputs(args.inputs)
     predictor = Predictor(args.model, threads=args.threads or threads, mkldnn=args.mkldnn, device=args.device)

@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from utils.config import add_override_arg, load_config  # noqa: E402  (no paddle import: threads are set first)
 from utils.errors import run_tool  # noqa: E402
-from utils.studies.lr_find import DESCRIPTIONS, RECOMMENDED, SUGGESTIONS, check_sweep_args, format_lr  # noqa: E402
+from utils.studies.lr_curve import DESCRIPTIONS, RECOMMENDED, SUGGESTIONS, check_sweep_args, format_lr  # noqa: E402
 
 WHY = {
     "min_div10": "on the digits benchmark (bench/bench_lr_find.py) it matched the best LR of a 5-point grid "

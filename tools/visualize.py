@@ -101,11 +101,11 @@ def main(argv=None):
     args = parse_args(argv)
     cmd = args.command
     if cmd == "curves":
-        from utils.visual.visualize import plot_curves
+        from utils.visual import plot_curves  # matplotlib (~0.4 s): deferred so --help and argument errors answer at once
 
         res = plot_curves(args.runs, args.out or _default_out(run_dir_of(args.runs[0]), "curves"))
     elif cmd == "visualdl":
-        from utils.visual.vdl_page import screenshot
+        from utils.visual import screenshot  # matplotlib: deferred, as above
 
         out = args.out or os.path.join(args.logdir, "vis", f"visualdl_{args.page}.png")
         res = screenshot(args.logdir, out, args.page, args.groups, args.width)
@@ -119,25 +119,26 @@ def main(argv=None):
             cfg = open_config(args.config, args.override)
             out = args.out or os.path.join("vis", f"batch_{cfg['_meta']['config_name']}.png")
         _classification_only(cfg, "batch")
-        from utils.visual.visualize import plot_batch
+        from utils.visual import plot_batch  # matplotlib: deferred, as above
 
         res = plot_batch(cfg, out, epoch=args.epoch)
     else:
         run = open_run(args.run, args.checkpoint, args.config, args.override)
         _classification_only(run.cfg, cmd)
         out = args.out or _default_out(run.run_dir, cmd)
-        from utils.visual import visualize as vis
+        # matplotlib: deferred, as above
+        from utils.visual import plot_attention, plot_confusion, plot_features, plot_predictions, plot_weights
 
         if cmd == "weights":
-            res = vis.plot_weights(run.cfg, run.checkpoint, out)
+            res = plot_weights(run.cfg, run.checkpoint, out)
         elif cmd == "features":
-            res = vis.plot_features(run.cfg, run.checkpoint, args.image, out, args.layers)
+            res = plot_features(run.cfg, run.checkpoint, args.image, out, args.layers)
         elif cmd == "attention":
-            res = vis.plot_attention(run.cfg, run.checkpoint, out, args.image)
+            res = plot_attention(run.cfg, run.checkpoint, out, args.image)
         elif cmd == "predictions":
-            res = vis.plot_predictions(run.cfg, run.checkpoint, out, args.split)
+            res = plot_predictions(run.cfg, run.checkpoint, out, args.split)
         else:
-            res = vis.plot_confusion(run.cfg, run.checkpoint, out, args.split, args.normalize)
+            res = plot_confusion(run.cfg, run.checkpoint, out, args.split, args.normalize)
     for note in res.notes:
         print(f"note: {note}")
     print(f"wrote {res.path} ({res.size[0]}x{res.size[1]} px, {res.panels} panels)")

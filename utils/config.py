@@ -13,7 +13,9 @@ import os
 
 import yaml
 
+from utils.data import list_datasets
 from utils.errors import ConfigError, did_you_mean
+from utils.schedules import list_schedules
 
 
 class Key:
@@ -59,11 +61,29 @@ class Key:
 
 
 OPTIMIZERS = ("SGD", "Momentum", "Adam", "AdamW", "RMSProp", "Adadelta")
-SCHEDULES = ("constant", "step", "multistep", "exponential", "inverse_time", "cosine",
-             "polynomial", "onecycle", "plateau")
-DATASETS = ("digits", "cifar10", "cifar100", "folder", "filelist", "diabetes")
+
+
+class RegistryNames:
+    """The names of a registry, read when asked: a schedule or dataset registered after this module
+    was imported (by a user's own module) is a valid choice too."""
+
+    def __init__(self, names):
+        self.names = names
+
+    def __iter__(self):
+        return iter(self.names())
+
+    def __contains__(self, value):
+        return value in self.names()
+
+    def __len__(self):
+        return len(self.names())
+
+
+SCHEDULES = RegistryNames(list_schedules)  # utils/schedules.py: one registered function per schedule
+DATASETS = RegistryNames(list_datasets)  # utils/data/sources/: one registered function per dataset
 # Global.task: what each dataset is for, which losses each task takes, the metrics its evaluation reports.
-REGRESSION_DATASETS = ("diabetes",)
+REGRESSION_DATASETS = RegistryNames(lambda: list_datasets("regression"))
 TASK_LOSSES = {"classification": ("CrossEntropy",), "regression": ("mse", "smooth_l1")}
 REGRESSION_METRICS = ("loss", "mae", "rmse")
 
@@ -483,7 +503,14 @@ def schema_markdown():
             default = yaml.safe_dump(key.default, default_flow_style=True).strip().removesuffix("...").strip()
             out.append(f"| `{k}` | {key.type_name()} | `{default}` | {key.help} |")
         out.append("")
+    from models import list_models  # imports paddle: deferred until the thread count is set
     from utils.data.transforms import transforms_markdown  # numpy/PIL only
 
+    out += ["## Registered names", "",
+            "The values the registries accept today; adding one is a registered function (README, \"Extend it\").", "",
+            "| key | registered in | names |", "| --- | --- | --- |",
+            f"| `Arch.name` | `models/` (`@register_model`) | {', '.join(list_models())} |",
+            f"| `Data.name` | `utils/data/sources/` (`@register_dataset`) | {', '.join(DATASETS)} |",
+            f"| `LRScheduler.name` | `utils/schedules.py` (`@register_schedule`) | {', '.join(SCHEDULES)} |", ""]
     out.append(transforms_markdown())
     return "\n".join(out)

@@ -3,9 +3,12 @@
 Tools catch :class:`UserError`, print its message without a traceback and exit
 with status 2. Anything else is a bug in the template and keeps its traceback.
 """
+from __future__ import annotations
+
 import functools
 import os
 import sys
+from typing import Any, Callable, Iterable
 
 
 class UserError(Exception):
@@ -20,7 +23,7 @@ class DataError(UserError):
     """A dataset that is missing, unreadable or inconsistent with the config."""
 
 
-def closest(name, candidates):
+def closest(name: object, candidates: Iterable[object]) -> str | None:
     """Return the candidate closest to ``name`` (for 'did you mean' hints), or None."""
     import difflib
 
@@ -35,13 +38,13 @@ def closest(name, candidates):
     return None
 
 
-def did_you_mean(name, candidates):
+def did_you_mean(name: object, candidates: Iterable[object]) -> str:
     """' (did you mean 'x'?)' or '' when nothing is close."""
     match = closest(name, candidates)
     return f" (did you mean '{match}'?)" if match else ""
 
 
-def check_int(key, value, minimum, hint=""):
+def check_int(key: str, value: object, minimum: int, hint: str = "") -> None:
     """Raise a one-line ConfigError unless ``value`` is an int (not a bool) >= ``minimum``.
 
     Args:
@@ -52,7 +55,7 @@ def check_int(key, value, minimum, hint=""):
         raise ConfigError(f"{key} must be an integer >= {minimum}{hint}, got {value!r}")
 
 
-def run_tool(main):
+def run_tool(main: Callable[..., Any]) -> Callable[..., Any]:
     """Decorator for tool entry points: UserError -> one line on stderr, exit 2."""
 
     @functools.wraps(main)

@@ -1,33 +1,48 @@
-"""The training run: config -> data -> model -> ``paddle.Model.fit`` with our callbacks.
+"""The training spine: open the run -> build data, model, optimizer -> assemble callbacks -> fit -> finish.
 
-Functions, not an engine class: each step is reachable from tests and other tools.
-``train(cfg)`` is what ``tools/train.py`` calls.
+``train(cfg)`` is what ``tools/train.py`` calls. Each phase is a named function over one
+:class:`~utils.training.addon.TrainRun`; optional parts (EMA, mixed precision, the doctor,
+fine-tuning, data parallel) are :class:`~utils.training.addon.AddOn` objects listed once in
+:data:`ADDONS` and asked at fixed points, never named inside the phases.
+
+Imports ``paddle`` at module level: tools import this module after setting the thread count.
 """
+from __future__ import annotations
+
 import json
 import os
 import time
 import warnings
+from typing import Callable, Iterable
 
-from utils.build import build_network, network_input_side, new_run_dir, select_device, topk_for  # noqa: F401  (build_network: tests record the network the spine builds)
+import paddle
+from paddle.utils import unique_name
+
+from models.summary import model_summary
+from utils.addons.amp import MixedPrecision
+from utils.addons.distributed import DataParallel
+from utils.addons.ema import WeightAverage
+from utils.addons.finetune import FineTune
+from utils.build import build_network, network_input_side, new_run_dir, select_device, topk_for
+from utils.config import dump_config
+from utils.data import build_datasets, build_loaders
+from utils.doctor.addon import DoctorAddOn
 from utils.errors import UserError
+from utils.training import callbacks as cb
+from utils.training import ranks
+from utils.training.addon import SLOTS, AddOn, TrainRun
+from utils.training.checkpoint import CheckpointStore, load_optimizer, load_state, load_weights, resolve_checkpoint, save_json
+from utils.training.evaluate import LastEval, RegressionMetrics
+from utils.training.optim import build_loss, build_lr_scheduler, build_optimizer, current_lr, schedule_warnings
+from utils.training.vdl import build_logger
+from utils.training.vdl_log import open_writer
+
+# The add-ons, in the order they are asked at each hook (the weight average wraps the evaluation
+# after mixed precision does; the doctor's stop reason comes before data parallel's agreed one).
+ADDONS: tuple[type[AddOn], ...] = (MixedPrecision, WeightAverage, DoctorAddOn, FineTune, DataParallel)
 
 
-def _record_data(cfg, bundle):
-    """Write what the data turned out to be into the resolved config (reproducible from it alone)."""
-    cfg["Data"]["num_classes"] = int(bundle.num_classes)
-    cfg["Transforms"]["mean"] = [round(float(m), 6) for m in bundle.mean]
-    cfg["Transforms"]["std"] = [round(float(s), 6) for s in bundle.std]
-    if getattr(bundle, "task", "classification") == "regression":
-        # eval and export de-normalize predictions with these (null when the target is not normalized)
-        cfg["Data"]["target_mean"] = bundle.target_mean
-        cfg["Data"]["target_std"] = bundle.target_std
-
-
-def _quiet(*args, **kwargs):
-    pass
-
-
-def train(cfg, print_fn=print, callbacks=()):
+def train(cfg: dict, print_fn: Callable[..., None] = print, callbacks: Iterable = ()) -> dict:
     """Train as ``cfg`` says; returns the metrics dict also written to ``metrics.json``.
 
     ``Global.checkpoints`` (a run directory or checkpoint prefix) resumes that run in its own
@@ -43,208 +58,197 @@ def train(cfg, print_fn=print, callbacks=()):
     line at the end (at ``Global.verbose`` >= 1) with a digest of their final weights. Every rank
     returns the same metrics dict.
     """
-    import paddle
-    from paddle.utils import unique_name
-
     # hapi's train_batch wraps each batch with paddle.to_tensor(tensor), which warns once per run.
     warnings.filterwarnings("ignore", message="To copy construct from a tensor")
     # BatchNorm in train mode warns once per process "we now always track global mean and
     # variance": a notice about Paddle's behaviour, not about this run.
     warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")
-
     # Parameter and optimizer-accumulator names come from a global counter; a fresh
     # namespace gives every run the same names, so a checkpoint saved by one run loads
     # into another in the same process (the optimizer state is keyed by those names).
     with unique_name.guard():
-        return _train(cfg, print_fn, paddle, callbacks)
+        run = open_run(cfg, print_fn)
+        addons = [a for a in (cls.create(run) for cls in ADDONS) if a is not None]
+        build_data(run)
+        build_model(run, addons)
+        build_optimization(run)
+        open_run_dir(run)
+        model = prepare_model(run, addons)
+        fit_callbacks, evaluator, stoppers = assemble_callbacks(run, addons, callbacks)
+        fit_time = fit(run, model, fit_callbacks)
+        return finish(run, addons, evaluator, stoppers, fit_time)
 
 
-def _train(cfg, print_fn, paddle, extra_callbacks=()):
-    from models.summary import model_summary
-    from utils.addons import distributed as dp
-    from utils.config import dump_config
-    from utils.data import build_datasets, build_loaders
-    from utils.training import callbacks as cb
-    from utils.training.checkpoint import CheckpointStore, load_optimizer, load_state, load_weights, resolve_checkpoint, save_json
-    from utils.training.optim import build_loss, build_lr_scheduler, build_optimizer, current_lr, schedule_warnings
+def _quiet(*args, **kwargs) -> None:
+    pass
 
+
+def open_run(cfg: dict, print_fn: Callable[..., None]) -> TrainRun:
+    """Device, ranks, seed, and the checkpoint to resume from (refused when it cannot be continued)."""
     g = cfg["Global"]
-    t_start = time.time()
-    device = select_device(g["device"])
-    rank, world = dp.init()
-    main = rank == 0
-    rank_print = print_fn  # the one line every rank prints at the end
-    if not main:
-        print_fn = _quiet  # errors still reach each rank's log (--log_dir/workerlog.N) as exceptions
+    run = TrainRun(cfg, print_fn, rank_print=print_fn, t_start=time.time())
+    run.device = select_device(g["device"])
+    run.rank, run.world = ranks.init()
+    if not run.main:
+        run.print_fn = _quiet  # errors still reach each rank's log (--log_dir/workerlog.N) as exceptions
     cb.seed_everything(g["seed"])
-
-    resume = resolve_checkpoint(g["checkpoints"]) if g["checkpoints"] else None
-    state = load_state(resume) if resume else {}
+    if not g["checkpoints"]:
+        return run
+    resume = run.resume = resolve_checkpoint(g["checkpoints"])
+    state = run.state = load_state(resume)
     if state.get("finished") and state.get("progress", {}).get("epochs_done", 0) >= g["epochs"]:
         raise UserError(f"{resume}: that run already finished ({state['progress']['epochs_done']} epochs). "
                         f"To train longer, add -o Global.epochs=N with N larger")
-    if resume and state.get("early_stopping", {}).get("stop_reason"):
+    if state.get("early_stopping", {}).get("stop_reason"):
         raise UserError(f"{resume}: that run stopped early ({state['early_stopping']['stop_reason']}); "
                         f"start a new run, e.g. with -o Global.pretrained_model={os.path.dirname(resume)}/best_model")
-    if resume:
-        was = state.get("data_parallel", {}).get("world_size", 1)
-        if was != world:
-            raise UserError(f"{resume}: that run trained with {was} process{'es' if was > 1 else ''}, this one has {world}: the global "
-                            f"batch and the steps per epoch would change under the LR schedule. Resume it with "
-                            f"{'python tools/train.py' if was == 1 else f'--nproc_per_node {was}'}, or start a new "
-                            f"run from its weights with -o Global.pretrained_model={os.path.dirname(resume)}/latest")
+    was = state.get("data_parallel", {}).get("world_size", 1)
+    if was != run.world:
+        raise UserError(f"{resume}: that run trained with {was} process{'es' if was > 1 else ''}, this one has {run.world}: "
+                        f"the global batch and the steps per epoch would change under the LR schedule. Resume it with "
+                        f"{'python tools/train.py' if was == 1 else f'--nproc_per_node {was}'}, or start a new "
+                        f"run from its weights with -o Global.pretrained_model={os.path.dirname(resume)}/latest")
+    return run
 
-    bundle = build_datasets(cfg)
-    regression = bundle.task == "regression"
-    if regression and world > 1:
-        raise UserError("Global.task: regression runs in one process for now (its metrics are not all-reduced): "
-                        "start it with python tools/train.py, without paddle.distributed.launch")
-    train_loader, val_loader = build_loaders(cfg, bundle, rank, world)
-    _record_data(cfg, bundle)
-    steps_per_epoch = len(train_loader)
-    if steps_per_epoch == 0:
+
+def build_data(run: TrainRun) -> None:
+    """Datasets and this rank's loaders; what the data turned out to be goes into the resolved config."""
+    cfg = run.cfg
+    run.bundle = bundle = build_datasets(cfg)
+    run.train_loader, run.val_loader = build_loaders(cfg, bundle, run.rank, run.world)
+    cfg["Data"]["num_classes"] = int(bundle.num_classes)
+    cfg["Transforms"]["mean"] = [round(float(m), 6) for m in bundle.mean]
+    cfg["Transforms"]["std"] = [round(float(s), 6) for s in bundle.std]
+    if bundle.task == "regression":
+        # eval and export de-normalize predictions with these (null when the target is not normalized)
+        cfg["Data"]["target_mean"] = bundle.target_mean
+        cfg["Data"]["target_std"] = bundle.target_std
+    run.steps_per_epoch = len(run.train_loader)
+    if run.steps_per_epoch == 0:
         raise UserError("the training loader is empty: lower DataLoader.batch_size or set DataLoader.drop_last=false")
 
-    network = build_network(cfg, bundle)
-    # --- fine-tuning (utils/addons/finetune.py): Global.pretrained_model (not on resume) with its report,
-    # FineTune.freeze / lr_mult (before the optimizer and DataParallel see the parameters); the
-    # two-stage callback rides with the extra callbacks (it follows the global epoch, so resumes need no state).
-    from utils.addons.finetune import setup_finetune
 
-    finetune_cb = setup_finetune(cfg, network, print_fn, resume_state=state if resume else None)
-    if finetune_cb is not None:
-        extra_callbacks = [*extra_callbacks, finetune_cb]
-    # --- end fine-tuning
+def build_model(run: TrainRun, addons: list[AddOn]) -> None:
+    """The network of ``Arch``; add-ons adjust it (pretrained weights, freezing); one summary line."""
+    g, bundle = run.cfg["Global"], run.bundle
+    run.network = build_network(run.cfg, bundle)
+    for a in addons:
+        a.setup(run)
     side = network_input_side(bundle)
-    summary = model_summary(network, [1, bundle.in_channels, side, side])
-    flops = f", {summary['flops'] / 1e6:.1f} MFLOPs (multiply-adds)" if g["print_flops"] and summary.get("flops") else ""
-    print_fn(f"model {cfg['Arch']['name']}: {summary['params']:,} parameters ({summary['trainable']:,} trainable){flops}")
+    run.summary = s = model_summary(run.network, [1, bundle.in_channels, side, side])
+    flops = f", {s['flops'] / 1e6:.1f} MFLOPs (multiply-adds)" if g["print_flops"] and s.get("flops") else ""
+    run.print_fn(f"model {run.cfg['Arch']['name']}: {s['params']:,} parameters ({s['trainable']:,} trainable){flops}")
     if g["verbose"] >= 2:
-        print_fn(summary["table"])
+        run.print_fn(s["table"])
 
-    scheduler = build_lr_scheduler(cfg, steps_per_epoch, g["epochs"])
-    optimizer = build_optimizer(cfg, network.parameters(), scheduler)
-    loss_fn = build_loss(cfg, bundle.num_classes)
-    for w in schedule_warnings(cfg, g["epochs"]):
-        print_fn(f"warning: {w}")
 
-    # Rank 0 creates the run directory (a timestamp name would differ across ranks) and tells the others.
-    run_dir = os.path.dirname(resume) if resume else dp.on_main(lambda: new_run_dir(cfg))
-    store = CheckpointStore(run_dir)
-    if resume:  # every rank loads the same checkpoint (multi-node: the run directory on every node)
-        load_weights(network, resume)
-        load_optimizer(optimizer, resume)
-    if main:
+def build_optimization(run: TrainRun) -> None:
+    """LR schedule, optimizer and loss; warnings about a schedule that is probably not what was meant."""
+    epochs = run.cfg["Global"]["epochs"]
+    run.scheduler = build_lr_scheduler(run.cfg, run.steps_per_epoch, epochs)
+    run.optimizer = build_optimizer(run.cfg, run.network.parameters(), run.scheduler)
+    run.loss_fn = build_loss(run.cfg, run.bundle.num_classes)
+    for w in schedule_warnings(run.cfg, epochs):
+        run.print_fn(f"warning: {w}")
+
+
+def open_run_dir(run: TrainRun) -> None:
+    """A new run directory (rank 0 names it, every rank learns it), or the resumed one with its weights loaded."""
+    cfg = run.cfg
+    # a timestamp name would differ across ranks
+    run.run_dir = os.path.dirname(run.resume) if run.resume else ranks.on_main(lambda: new_run_dir(cfg))
+    run.store = CheckpointStore(run.run_dir)
+    if run.resume:  # every rank loads the same checkpoint (multi-node: the run directory on every node)
+        load_weights(run.network, run.resume)
+        load_optimizer(run.optimizer, run.resume)
+    if run.main:
         # The run's config says how to train it, not where to resume from: with the resume path
         # kept, `tools/train.py -c RUN/config.yml` (a natural way to repeat a run) would silently
         # continue RUN instead. --resume RUN sets Global.checkpoints itself.
-        dump_config({**cfg, "Global": {**g, "checkpoints": None}}, os.path.join(run_dir, "config.yml"))
+        dump_config({**cfg, "Global": {**cfg["Global"], "checkpoints": None}}, os.path.join(run.run_dir, "config.yml"))
 
-    topk = topk_for(cfg, bundle.num_classes)
-    # --- EMA (utils/addons/ema.py) and mixed precision (utils/addons/amp.py): AMP.level goes to model.prepare
-    # (GPU only; on CPU a one-line warning and float32). The EMA averages the weights loaded above
-    # (or, on resume, continues from <checkpoint>'s ema file); every rank keeps the same average,
-    # rank 0 writes. Hooks below: prepare(amp_configs), checkpointer (best of raw/EMA, ema.pdparams),
-    # the evaluation (both weights), the callback list (updates) and the final report.
-    from utils.addons.amp import amp_configs_for
-    from utils.addons.amp import wrap_eval as amp_eval
-    from utils.addons.ema import build_ema
 
-    amp_configs, amp_warning = amp_configs_for(cfg, device)
-    if amp_warning:
-        print_fn(f"warning: {amp_warning}")
-    ema = build_ema(cfg, network, store, write=main, resume=resume, state=state, print_fn=print_fn)
-    # --- end EMA
-    model = paddle.Model(network)  # with world > 1 hapi wraps the network in DataParallel here
+def prepare_model(run: TrainRun, addons: list[AddOn]) -> paddle.Model:
+    """``paddle.Model`` over the network (hapi wraps it in DataParallel when world > 1), prepared."""
+    extra = {}
+    for a in addons:
+        extra.update(a.prepare(run))
+    run.model = model = paddle.Model(run.network)
     # regression: no hapi metric (Accuracy would argmax one output); eval reports loss/mae/rmse
-    model.prepare(optimizer, loss_fn, None if regression else paddle.metric.Accuracy(topk=(1,), name="acc"),
-                  amp_configs=amp_configs)
+    metric = None if run.bundle.task == "regression" else paddle.metric.Accuracy(topk=(1,), name="acc")
+    model.prepare(run.optimizer, run.loss_fn, metric, **extra)
+    return model
 
-    progress = cb.Progress(g["seed"], g["epochs"], steps_per_epoch, rank=rank)
-    es_cfg = dict(cfg["EarlyStopping"])
-    if val_loader is None:
-        print_fn("warning: no validation set (Data.val_split is 0 and the data has no val split): "
-                 "no evaluation, early stopping or best checkpoint in this run")
-        es_cfg["enable"] = False
-    stopper = cb.EarlyStopping(es_cfg["monitor"], es_cfg["mode"], es_cfg["patience"], es_cfg["min_delta"])
-    stateful = {"progress": progress}
-    if es_cfg["enable"]:
-        stateful["early_stopping"] = stopper
-    if world > 1:
-        stateful["data_parallel"] = _Static({"world_size": world})
+
+def assemble_callbacks(run: TrainRun, addons: list[AddOn], extra: Iterable = ()) -> tuple[list, cb.PeriodicEval, list]:
+    """The callback list for ``fit``, the periodic evaluation, and the stop-reason sources in order.
+
+    Order: Progress, add-ons' ``first``, the NaN guard, add-ons' ``step``, the evaluation, the
+    listeners (LR stepping, early stopping, checkpoints, console, VisualDL, add-ons' ``listen``,
+    ``extra``), hapi's LRScheduler kept idle (we step it: LRStepper), add-ons' ``last``.
+    """
+    cfg, g = run.cfg, run.cfg["Global"]
+    es = dict(cfg["EarlyStopping"])
+    if run.val_loader is None:
+        run.print_fn("warning: no validation set (Data.val_split is 0 and the data has no val split): "
+                     "no evaluation, early stopping or best checkpoint in this run")
+        es["enable"] = False
+    run.progress = progress = cb.Progress(g["seed"], g["epochs"], run.steps_per_epoch, rank=run.rank)
+    stopper = cb.EarlyStopping(es["monitor"], es["mode"], es["patience"], es["min_delta"])
+    run.stateful = {"progress": progress, **({"early_stopping": stopper} if es["enable"] else {})}
+    for name, obj in run.stateful.items():
+        if name in run.state:
+            obj.load_state_dict(run.state[name])
     ck = cfg["Checkpoint"]
-    checkpointer = cb.Checkpointer(store, progress, stateful, es_cfg["monitor"], es_cfg["mode"],
-                                   ck["save_best"], ck["save_last"], ck["save_every_epochs"], write=main)
-    if ema is not None:  # EMA hook: best_model = better of raw/EMA; ema.pdparams beside latest
-        checkpointer = ema.attach(checkpointer)
-    if resume:
-        for name, obj in stateful.items():
-            if name in state:
-                obj.load_state_dict(state[name])
-        if "checkpointer" in state:
-            checkpointer.load_state_dict(state["checkpointer"])
-        print_fn(f"resuming {run_dir} at epoch {progress.epochs_done + 1}, step {progress.global_step}")
-
-    lr_fn = lambda: current_lr(optimizer)  # noqa: E731
-    listeners = [cb.LRStepper(scheduler)]
-    if es_cfg["enable"]:
-        listeners.append(stopper)
-    listeners += [checkpointer, cb.ConsoleLogger(progress, lr_fn, g["log_every_iters"], g["verbose"], print_fn)]
-    # --- VisualDL (utils/training/vdl.py): scalars; histograms, prediction images, confidence and PR curves
-    # as the VisualDL section says. The evaluation keeps its logits for them: one val pass per eval.
-    from utils.training.evaluate import LastEval
-    from utils.training.vdl import build_logger, open_writer
-
-    vdl = cfg["VisualDL"]
-    if world > 1:  # each rank evaluates its block; rank 0's logger gets the gathered logits
-        wants_logits = vdl["enable"] and bool(vdl["sample_images"] or vdl["confidence_histogram"] or vdl["pr_curves"])
-        eval_fn = dp.ShardedEval(network, val_loader, topk, cfg["Loss"]["label_smoothing"], keep_logits=wants_logits)
+    run.checkpointer = cb.Checkpointer(run.store, progress, run.stateful, es["monitor"], es["mode"], ck["save_best"],
+                                       ck["save_last"], ck["save_every_epochs"], write=run.main)
+    topk = topk_for(cfg, run.bundle.num_classes)
+    if run.world > 1:  # each rank evaluates its block; rank 0's logger gets the gathered logits
+        vdl = cfg["VisualDL"]
+        logits = vdl["enable"] and bool(vdl["sample_images"] or vdl["confidence_histogram"] or vdl["pr_curves"])
+        run.eval_source = ranks.ShardedEval(run.network, run.val_loader, topk, cfg["Loss"]["label_smoothing"],
+                                            keep_logits=logits)
     else:
-        from utils.training.evaluate import RegressionMetrics
-
-        eval_fn = LastEval(network, val_loader, topk, cfg["Loss"]["label_smoothing"],
-                           regression=RegressionMetrics.from_bundle(cfg, bundle) if regression else None)
-    writer = None
-    if vdl["enable"] and main:
-        writer = open_writer(run_dir)
-        # add_hparams runs in the logger's on_train_end, before the writer is closed below
-        listeners.append(build_logger(cfg, writer, progress, lr_fn, eval_fn, bundle,
-                                      best_fn=lambda: checkpointer.best_metrics))
-    # --- end VisualDL
-    # --- training doctor (utils/doctor/): findings live, diagnosis.json written at each eval and at the end
-    doctor = None
-    if cfg["Doctor"]["enable"]:
-        from utils.doctor import build_doctor
-
-        # every rank runs it (its stop decisions must agree); rank 0 alone prints and writes
-        doctor = build_doctor(cfg, bundle, network, progress, steps_per_epoch, run_dir if main else None, writer,
-                              print_fn, sync_flag=dp.any_rank if world > 1 else None)
-        if resume and "doctor" in state:
-            doctor.load_state_dict(state["doctor"])
-        stateful["doctor"] = doctor  # saved with every checkpoint (the Checkpointer holds this dict)
-        listeners.append(doctor)
-    # --- end training doctor
-    listeners += list(extra_callbacks)
-    eval_fn = amp_eval(ema.wrap_eval(eval_fn) if ema is not None else eval_fn, amp_configs)  # EMA/AMP hook
-    evaluator = cb.PeriodicEval(eval_fn, progress,
-                                g["eval_every_epochs"], g["eval_every_iters"], listeners)
+        regression = RegressionMetrics.from_bundle(cfg, run.bundle) if run.bundle.task == "regression" else None
+        run.eval_source = LastEval(run.network, run.val_loader, topk, cfg["Loss"]["label_smoothing"], regression=regression)
+    run.eval_fn = run.eval_source
+    lr_fn = lambda: current_lr(run.optimizer)  # noqa: E731
+    logger = []
+    if cfg["VisualDL"]["enable"] and run.main:
+        run.writer = open_writer(run.run_dir)
+        # add_hparams runs in the logger's on_train_end, before the writer is closed after fit
+        logger = [build_logger(cfg, run.writer, progress, lr_fn, run.eval_source, run.bundle,
+                               best_fn=lambda: run.checkpointer.best_metrics)]
     nan_guard = cb.StopOnNaN(progress)
+    stoppers = [lambda: nan_guard.reason, lambda: stopper.stop_reason]
+    run.local_stop_reason = lambda: next((r for r in (f() for f in stoppers) if r), None)
+    slots = {s: [] for s in SLOTS}
+    for a in addons:
+        for slot, items in a.callbacks(run).items():
+            slots[slot] += items
+        stoppers.append(a.stop_reason)
+    if run.resume:
+        if "checkpointer" in run.state:
+            run.checkpointer.load_state_dict(run.state["checkpointer"])
+        run.print_fn(f"resuming {run.run_dir} at epoch {progress.epochs_done + 1}, step {progress.global_step}")
+    listeners = [cb.LRStepper(run.scheduler), *([stopper] if es["enable"] else []), run.checkpointer,
+                 cb.ConsoleLogger(progress, lr_fn, g["log_every_iters"], g["verbose"], run.print_fn),
+                 *logger, *slots["listen"], *extra]
+    evaluator = cb.PeriodicEval(run.eval_fn, progress, g["eval_every_epochs"], g["eval_every_iters"], listeners)
     # Without a val set the listeners still get their training hooks; nothing calls on_eval_end.
-    evaluation = [evaluator] if val_loader is not None else []
-    agree = None
-    parallel = []
-    if world > 1:
-        # after Progress (it sets the epoch), before anything that reads the step's loss
-        parallel = [dp.EpochShuffle(train_loader.batch_sampler, progress, g["seed"]), dp.SyncTrainLogs(network)]
-        agree = dp.AgreeStop(lambda: nan_guard.reason or stopper.stop_reason or (doctor.stop_reason if doctor else None))
-    callbacks = [progress, *parallel, nan_guard, *([ema] if ema is not None else []), *evaluation, *listeners,
-                 paddle.callbacks.LRScheduler(by_step=False, by_epoch=False)]  # we step it: LRStepper
-    if agree is not None:
-        callbacks.append(agree)  # last: after every callback that may ask to stop
+    evaluation = [evaluator] if run.val_loader is not None else []
+    callbacks = [progress, *slots["first"], nan_guard, *slots["step"], *evaluation, *listeners,
+                 paddle.callbacks.LRScheduler(by_step=False, by_epoch=False), *slots["last"]]
+    return callbacks, evaluator, stoppers
 
-    procs = f", {world} processes x {cfg['DataLoader']['batch_size']} images per step" if world > 1 else ""
-    print_fn(f"run directory: {run_dir}  ({device}, {os.environ.get('OMP_NUM_THREADS', '?')} threads{procs}, "
-             f"{len(bundle.train)} train / {len(bundle.val) if bundle.val is not None else 0} val images, {steps_per_epoch} steps/epoch)")
+
+def fit(run: TrainRun, model: paddle.Model, callbacks: list) -> float:
+    """``model.fit`` over the epochs left; returns its wall time. The VisualDL log is closed whatever happens."""
+    g, bundle = run.cfg["Global"], run.bundle
+    procs = f", {run.world} processes x {run.cfg['DataLoader']['batch_size']} images per step" if run.world > 1 else ""
+    run.print_fn(f"run directory: {run.run_dir}  ({run.device}, {os.environ.get('OMP_NUM_THREADS', '?')} threads{procs}, "
+                 f"{len(bundle.train)} train / {len(bundle.val) if bundle.val is not None else 0} val images, "
+                 f"{run.steps_per_epoch} steps/epoch)")
     model.stop_training = False  # hapi never resets it between fit() calls
     # hapi's Model._run_one_epoch(..., logs={}) has a mutable default: one dict shared by every
     # fit() in the process, so an earlier run's keys leak into this one's logs (a classification
@@ -252,29 +256,34 @@ def _train(cfg, print_fn, paddle, extra_callbacks=()):
     shared_logs = (paddle.Model._run_one_epoch.__defaults__ or (None,))[-1]
     if isinstance(shared_logs, dict):
         shared_logs.clear()
-    remaining = g["epochs"] - progress.epochs_done
+    remaining = g["epochs"] - run.progress.epochs_done
     t_fit = time.time()
     try:
         if remaining > 0:
-            model.fit(train_loader, epochs=remaining, verbose=0, callbacks=callbacks)
+            model.fit(run.train_loader, epochs=remaining, verbose=0, callbacks=callbacks)
     finally:
         fit_time = time.time() - t_fit
         if hasattr(model, "num_iters"):
             del model.num_iters
-        if writer is not None:
-            writer.close()
+        if run.writer is not None:
+            run.writer.close()
+    return fit_time
 
-    stop_reason = (nan_guard.reason or stopper.stop_reason or (doctor.stop_reason if doctor else None)  # doctor: NaN input/weights
-                   or (agree.reason if agree else None))
+
+def finish(run: TrainRun, addons: list[AddOn], evaluator: cb.PeriodicEval, stoppers: list, fit_time: float) -> dict:
+    """Restore the best weights, write ``metrics.json`` (rank 0), print the closing lines; returns the metrics."""
+    cfg, progress = run.cfg, run.progress
+    es = cfg["EarlyStopping"]
+    stop_reason = next((r for r in (f() for f in stoppers) if r), None)
     restored = False
-    if es_cfg["enable"] and es_cfg["restore_best"]:
+    if es["enable"] and es["restore_best"] and run.val_loader is not None:
         # rank 0 reads its own file; the others receive the weights (no shared file system needed)
-        restored = dp.broadcast_object(store.exists("best_model") if main else None)
+        restored = ranks.broadcast_object(run.store.exists("best_model") if run.main else None)
         if restored:
-            if main:
-                load_weights(network, store.prefix("best_model"))
-            dp.broadcast_weights(network)
-    last_eval = evaluator.history[-1] if evaluator.history else None
+            if run.main:
+                load_weights(run.network, run.store.prefix("best_model"))
+            ranks.broadcast_weights(run.network)
+    best = run.checkpointer.best_metrics
     metrics = {
         "config": cfg["_meta"]["config_path"],
         "model": cfg["Arch"]["name"],
@@ -282,50 +291,31 @@ def _train(cfg, print_fn, paddle, extra_callbacks=()):
         "global_step": progress.global_step,
         "stopped_early": bool(stop_reason),
         "stop_reason": stop_reason,
-        "final": last_eval,
-        "best": checkpointer.best_metrics,
+        "final": evaluator.history[-1] if evaluator.history else None,
+        "best": best,
         "restored_best_weights": restored,
-        "wall_time_s": round(time.time() - t_start, 2),
+        "wall_time_s": round(time.time() - run.t_start, 2),
         "fit_time_s": round(fit_time, 2),
         "eval_time_s": round(sum(h["eval_time"] for h in evaluator.history), 2),
-        "params": summary["params"],
-        "flops": summary.get("flops"),
+        "params": run.summary["params"],
+        "flops": run.summary.get("flops"),
         "history": evaluator.history,
     }
-    if world > 1:
-        metrics.update(world_size=world, global_batch_size=world * cfg["DataLoader"]["batch_size"])
-    if ema is not None:  # EMA hook: metrics['ema'] and one line saying which weights were better
-        ema.report(metrics, es_cfg["monitor"], es_cfg["mode"], print_fn)
-    if main:
-        save_json(metrics, os.path.join(run_dir, "metrics.json"))
-    best = checkpointer.best_metrics or {}
+    for a in addons:
+        a.finish(run, metrics)
+    if run.main:
+        save_json(metrics, os.path.join(run.run_dir, "metrics.json"))
     if stop_reason:
-        print_fn(f"stopped: {stop_reason}")
+        run.print_fn(f"stopped: {stop_reason}")
     if best:
-        mon = es_cfg["monitor"]
-        print_fn(f"best {mon} {best.get(mon, float('nan')):.4f} at epoch {best.get('epoch')}; "
-                 f"wall time {metrics['wall_time_s']:.1f}s; run directory {run_dir}")
-    if world > 1 and g["verbose"] >= 1:
-        # one line per rank (each in its --log_dir/workerlog.N): the same digest on every rank = the same weights
-        rank_print(f"rank {rank}/{world}: epochs_run {metrics['epochs_run']} global_step {progress.global_step} "
-                   f"stopped_early {metrics['stopped_early']} weights {dp.state_digest(network)}")
-    metrics["run_dir"] = run_dir
+        mon = es["monitor"]
+        run.print_fn(f"best {mon} {best.get(mon, float('nan')):.4f} at epoch {best.get('epoch')}; "
+                     f"wall time {metrics['wall_time_s']:.1f}s; run directory {run.run_dir}")
+    metrics["run_dir"] = run.run_dir
     return metrics
 
 
-class _Static:
-    """A fixed dict saved with every checkpoint (``state_dict``/``load_state_dict`` like the callbacks)."""
-
-    def __init__(self, state):
-        self.state = dict(state)
-
-    def state_dict(self):
-        return dict(self.state)
-
-    def load_state_dict(self, state):
-        pass  # the resumed run's own values stand (checked against the checkpoint's before)
-
-
-def read_metrics(run_dir):
+def read_metrics(run_dir: str) -> dict:
+    """The ``metrics.json`` of a run directory."""
     with open(os.path.join(run_dir, "metrics.json"), encoding="utf-8") as f:
         return json.load(f)

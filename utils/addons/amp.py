@@ -8,9 +8,12 @@ Keys follow PaddleClas's ``AMP`` section where they mean the same (``level``, ``
 Paddle's AMP does nothing on CPU ("amp_guard can only be enabled on CUDAPlace"), so on CPU
 the level is ignored with a one-line warning and the run is float32.
 """
+from __future__ import annotations
+
 import contextlib
 
 from utils.errors import UserError
+from utils.training.addon import AddOn, TrainRun
 
 
 def amp_configs_for(cfg, device):
@@ -60,3 +63,23 @@ def wrap_eval(eval_fn, amp_configs):
         with eval_autocast(amp_configs):
             return eval_fn()
     return evaluate
+
+
+class MixedPrecision(AddOn):
+    """``AMP.level`` through ``Model.prepare(amp_configs=...)``; our evaluation under the same autocast."""
+
+    name = "amp"
+
+    @classmethod
+    def create(cls, run: TrainRun) -> MixedPrecision | None:
+        return cls() if run.cfg["AMP"]["level"] else None
+
+    def prepare(self, run: TrainRun) -> dict:
+        self.amp_configs, warning = amp_configs_for(run.cfg, run.device)
+        if warning:
+            run.print_fn(f"warning: {warning}")
+        return {"amp_configs": self.amp_configs}
+
+    def callbacks(self, run: TrainRun) -> dict[str, list]:
+        run.eval_fn = wrap_eval(run.eval_fn, self.amp_configs)
+        return {}

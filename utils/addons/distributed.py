@@ -1,212 +1,39 @@
-"""Multi-process data parallel: ``python -m paddle.distributed.launch --nproc_per_node N tools/train.py -c ...``.
+"""Data parallel: ``python -m paddle.distributed.launch --nproc_per_node N tools/train.py -c ...``.
 
-The launcher starts N copies of the script with ``PADDLE_TRAINER_ID`` (rank) and
-``PADDLE_TRAINERS_NUM`` (world size) set; gloo on CPU, NCCL on GPUs. ``paddle.Model`` wraps the
-network in ``DataParallel`` itself (gradients are averaged across ranks in backward). This module
-holds what the trainer adds around that, and nothing here runs when the world size is 1:
+The launcher starts N copies of the script (gloo on CPU, NCCL on GPUs); ``paddle.Model`` wraps the
+network in ``DataParallel`` itself (gradients are averaged across ranks in backward). The spine
+knows ranks only through ``utils/training/ranks.py`` (the sharded loaders and evaluation, rank 0
+writing); this add-on, enabled when the world size is above 1, adds the callbacks that keep the
+ranks in step:
 
-* rank and world size from the environment; :func:`init` starts the parallel environment once;
-* small collectives: :func:`broadcast_object`, :func:`all_reduce_sum`, :func:`any_rank`,
-  :func:`all_gather_object`, :func:`on_main` (rank 0 runs a function, every rank gets its result
-  or its ``UserError``);
 * the data: hapi's ``fit`` shards only a ``Dataset`` it is given, not a ``DataLoader``, so
   ``utils.data.build_loaders`` builds the train loader on a ``DistributedBatchSampler`` and the
-  validation loader on this rank's contiguous block (``utils.data.shard_range``: no padding, so no sample
-  counted twice); :class:`EpochShuffle` sets the sampler's epoch to ``seed + epoch`` (the sampler
-  shuffles with ``RandomState(epoch)``: the same permutation on every rank, disjoint shards, and a
-  resumed run repeats the order);
-* :class:`ShardedEval`: every rank evaluates its block; the sums (samples, loss x samples, top-k
-  correct counts) are all-reduced, so the metrics are those of the whole validation set and the
-  same on every rank (early stopping and "best" decide the same everywhere);
+  validation loader on this rank's contiguous block (``utils.data.shard_range``: no padding, so
+  no sample counted twice); :class:`EpochShuffle` sets the sampler's epoch to ``seed + epoch``
+  (the sampler shuffles with ``RandomState(epoch)``: the same permutation on every rank, disjoint
+  shards, and a resumed run repeats the order);
 * :class:`SyncTrainLogs`: the logged training loss/accuracy are the means over ranks, and the
-  BatchNorm running statistics (per rank: ``DataParallel`` synchronises only gradients) are
-  averaged at every epoch end and before every evaluation, so checkpoints and evaluations use the
-  same buffers on every rank;
+  BatchNorm running statistics are averaged at every epoch end and before every evaluation, so
+  checkpoints and evaluations use the same buffers on every rank;
 * :class:`AgreeStop`: a stop requested on any rank (NaN loss, the doctor, early stopping, a user
   callback) stops every rank after the same batch. Without it the rank that goes on pairs its
   next collectives with the wrong ones of the stopped rank (seen: rank 0 aborts on a gloo
   "Connection reset by peer"). The doctor's non-finite check is agreed the same way inside the
-  optimizer step (``utils.doctor.GradMonitor``, ``sync_flag``), so every rank skips that update.
+  optimizer step (``utils.doctor`` GradMonitor, ``sync_flag``), so every rank skips that update.
 
-Cost per training step with world > 1: besides the gradient all-reduce, two or three all-reduces of
-one or two numbers (~0.5 ms each with gloo on this 2-core CPU). Per evaluation: one all-reduce of
-the sums, one of the running statistics, and with VisualDL's prediction images, confidence
-histograms or PR curves on, an all-gather of the logits (N x classes floats) for rank 0.
+Cost per training step with world > 1: besides the gradient all-reduce, two or three all-reduces
+of one or two numbers (~0.5 ms each with gloo on this 2-core CPU).
 """
-import hashlib
-import os
+from __future__ import annotations
 
 import numpy as np
-import paddle
-import paddle.distributed as dist
 from paddle.callbacks import Callback
 
-from models.init import running_stats
 from utils.errors import UserError
+from utils.training.addon import AddOn, TrainRun
 from utils.training.callbacks import request_stop
-from utils.training.evaluate import LastEval, metric_names, predict, summarize
+from utils.training.ranks import all_gather_object, all_reduce_sum, any_rank, average_buffers, state_digest, world_size
 
-_ready = False
-
-
-def world_size():
-    """Number of training processes (``PADDLE_TRAINERS_NUM``; 1 without the launcher)."""
-    return int(os.environ.get("PADDLE_TRAINERS_NUM") or 1)
-
-
-def rank():
-    """This process' rank (``PADDLE_TRAINER_ID``; 0 without the launcher)."""
-    return int(os.environ.get("PADDLE_TRAINER_ID") or 0)
-
-
-def local_size():
-    """Training processes on this machine (``PADDLE_LOCAL_SIZE``): they share its CPU cores."""
-    return int(os.environ.get("PADDLE_LOCAL_SIZE") or world_size())
-
-
-def is_main():
-    return rank() == 0
-
-
-def is_distributed():
-    return world_size() > 1
-
-
-def init():
-    """Start the parallel environment once (a no-op for one process); returns (rank, world size).
-
-    ``paddle.Model`` calls ``init_parallel_env`` again when it wraps the network; a second call
-    returns the existing default group.
-    """
-    global _ready
-    if is_distributed() and not _ready:
-        dist.init_parallel_env()
-        _ready = True
-    return rank(), world_size()
-
-
-# ----------------------------------------------------------------------------- collectives
-
-def broadcast_object(obj, src=0):
-    """``obj`` of rank ``src`` on every rank (pickled; for small values: a path, a flag, a message)."""
-    if not is_distributed():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
-def all_gather_object(obj):
-    """``[obj of rank 0, obj of rank 1, ...]`` on every rank."""
-    if not is_distributed():
-        return [obj]
-    out = []
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def all_reduce_sum(values):
-    """Element-wise sum over ranks of a float vector, as float64 numpy (the same result on every rank)."""
-    values = np.asarray(values, dtype=np.float64)
-    if not is_distributed():
-        return values
-    t = paddle.to_tensor(values)
-    dist.all_reduce(t)
-    return t.numpy()
-
-
-def any_rank(flag):
-    """True on every rank when ``flag`` is true on at least one."""
-    if not is_distributed():
-        return bool(flag)
-    return bool(all_reduce_sum([1.0 if flag else 0.0])[0] > 0)
-
-
-def on_main(fn):
-    """Run ``fn()`` on rank 0 only; every rank returns its result, or raises the ``UserError`` it raised.
-
-    For side effects that must happen once (creating the run directory) whose outcome every rank
-    needs. Other exceptions on rank 0 propagate there; the launcher then stops the other ranks.
-    """
-    if not is_distributed():
-        return fn()
-    result = error = None
-    if is_main():
-        try:
-            result = fn()
-        except UserError as e:
-            error = str(e)
-    result, error = broadcast_object((result, error))
-    if error is not None:
-        raise UserError(error)
-    return result
-
-
-# ----------------------------------------------------------------------------- weights
-
-_FLOATS = ("float16", "bfloat16", "float32", "float64")
-
-
-def changing_tensors(network):
-    """The floating tensors that change in training without a gradient: running statistics and buffers.
-
-    Frozen weights are left out: they never change.
-    """
-    out = running_stats(network)
-    seen = {id(t) for t in out}
-    out += [b for b in network.buffers() if b is not None and id(b) not in seen]
-    return [t for t in out if str(t.dtype).split(".")[-1] in _FLOATS]
-
-
-def average_buffers(network):
-    """Replace the running statistics (BatchNorm mean/variance, other buffers) by their mean over ranks.
-
-    ``DataParallel`` averages gradients only: each rank's BatchNorm statistics follow its own shard.
-    Averaging the running means is exact (an EMA of the global batch means); the averaged running
-    variance leaves out the spread of the per-rank means (timm's ``distribute_bn`` does the same).
-    The sum and division run in float64, so a tensor already equal on every rank (the statistics of a
-    frozen BatchNorm) comes back bit for bit.
-    """
-    if not is_distributed():
-        return
-    tensors = changing_tensors(network)
-    if not tensors:
-        return
-    w = world_size()
-    with paddle.no_grad():
-        flat = paddle.concat([t.astype("float64").reshape([-1]) for t in tensors])
-        dist.all_reduce(flat)
-        flat = flat / w
-        offset = 0
-        for t in tensors:
-            n = int(np.prod(t.shape)) if len(t.shape) else 1
-            t.set_value(flat[offset:offset + n].reshape(t.shape).astype(t.dtype))
-            offset += n
-
-
-def broadcast_weights(network, src=0):
-    """Parameters and buffers of rank ``src`` on every rank (after rank 0 alone loaded a checkpoint)."""
-    if not is_distributed():
-        return
-    with paddle.no_grad():
-        for t in list(network.parameters()) + list(network.buffers()):
-            if t is not None:
-                dist.broadcast(t, src=src)
-
-
-def state_digest(state):
-    """SHA-256 (first 16 hex digits) of a network or a state dict: names, dtypes, shapes, bytes."""
-    if hasattr(state, "state_dict"):
-        state = state.state_dict()
-    h = hashlib.sha256()
-    for name in sorted(state):
-        a = np.ascontiguousarray(state[name].numpy() if hasattr(state[name], "numpy") else np.asarray(state[name]))
-        h.update(f"{name}|{a.dtype}|{a.shape}|".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()[:16]
-
-
-# ----------------------------------------------------------------------------- data
 
 class EpochShuffle(Callback):
     """``sampler.set_epoch(seed + epoch)`` at each epoch start (after :class:`Progress` set the epoch).
@@ -290,54 +117,51 @@ class AgreeStop(Callback):
         self._agree()
 
 
-# ----------------------------------------------------------------------------- evaluation
-
-def shard_sums(logits, labels, topk=(1,), label_smoothing=0.0):
-    """[samples, loss x samples, top-k correct counts...] of one shard's logits (float64)."""
-    n = len(labels)
-    if n == 0:
-        return np.zeros(2 + len(topk), np.float64)
-    m = summarize(np.asarray(logits), np.asarray(labels), topk, label_smoothing)
-    # summarize's accuracies are count / n: round(acc * n) is the count again (exact for n < 2**52)
-    counts = [round(m[k] * n) for k in metric_names(topk)]
-    return np.array([n, m["loss"] * n, *counts], np.float64)
 
 
-def metrics_from_sums(sums, topk=(1,)):
-    """The metrics dict of ``summarize`` from summed :func:`shard_sums`."""
-    n = int(round(sums[0]))
-    names = metric_names(topk)
-    if n == 0:
-        return {"loss": float("nan"), **{k: float("nan") for k in names}, "samples": 0}
-    out = {"loss": float(sums[1] / n)}
-    for k, c in zip(names, sums[2:]):
-        out[k] = float(c / n)
-    out["samples"] = n
-    return out
+class _Static:
+    """A fixed dict saved with every checkpoint (``state_dict``/``load_state_dict`` like the callbacks)."""
+
+    def __init__(self, state: dict):
+        self.state = dict(state)
+
+    def state_dict(self) -> dict:
+        return dict(self.state)
+
+    def load_state_dict(self, state: dict) -> None:
+        pass  # the resumed run's own values stand (the spine checked them against the checkpoint's)
 
 
-class ShardedEval(LastEval):
-    """:class:`utils.training.evaluate.LastEval` over this rank's validation block, metrics of the whole set.
+class DataParallel(AddOn):
+    """Enabled when the launcher started more than one process: the callbacks that keep ranks in step."""
 
-    Every rank must call it (collectives). BatchNorm buffers are averaged first, so every rank
-    evaluates the same network. With ``keep_logits`` (rank 0's VisualDL logger draws prediction
-    images, confidence histograms and PR curves from them) the blocks' logits are gathered in
-    rank order, which is the validation set's order; ``logits`` stays None otherwise.
-    """
+    name = "data_parallel"
 
-    def __init__(self, network, loader, topk=(1,), label_smoothing=0.0, keep_logits=False):
-        super().__init__(network, loader, topk, label_smoothing)
-        self.keep_logits = keep_logits
+    @classmethod
+    def create(cls, run: TrainRun) -> DataParallel | None:
+        if run.world <= 1:
+            return None
+        if run.cfg["Global"]["task"] == "regression":
+            raise UserError("Global.task: regression runs in one process for now (its metrics are not all-reduced): "
+                            "start it with python tools/train.py, without paddle.distributed.launch")
+        return cls()
 
-    def __call__(self):
-        average_buffers(self.network)
-        logits, labels = predict(self.network, self.loader)
-        sums = all_reduce_sum(shard_sums(logits, labels, self.topk, self.label_smoothing))
-        if self.keep_logits:
-            parts = all_gather_object((logits, labels))
-            if is_main():
-                parts = [p for p in parts if len(p[1])]
-                self.logits = np.concatenate([p[0] for p in parts]) if parts else logits
-                self.labels = np.concatenate([p[1] for p in parts]) if parts else labels
-        self.calls += 1
-        return metrics_from_sums(sums, self.topk)
+    def callbacks(self, run: TrainRun) -> dict[str, list]:
+        run.stateful["data_parallel"] = _Static({"world_size": run.world})
+        self.agree = AgreeStop(run.local_stop_reason)
+        # after Progress (it sets the epoch), before anything that reads the step's loss
+        first = [EpochShuffle(run.train_loader.batch_sampler, run.progress, run.cfg["Global"]["seed"]),
+                 SyncTrainLogs(run.network)]
+        return {"first": first, "last": [self.agree]}
+
+    def stop_reason(self) -> str | None:
+        return self.agree.reason
+
+    def finish(self, run: TrainRun, metrics: dict) -> None:
+        g = run.cfg["Global"]
+        metrics.update(world_size=run.world, global_batch_size=run.world * run.cfg["DataLoader"]["batch_size"])
+        if g["verbose"] >= 1:
+            # one line per rank (each in its --log_dir/workerlog.N): the same digest on every rank = the same weights
+            run.rank_print(f"rank {run.rank}/{run.world}: epochs_run {metrics['epochs_run']} global_step "
+                           f"{run.progress.global_step} stopped_early {metrics['stopped_early']} "
+                           f"weights {state_digest(run.network)}")

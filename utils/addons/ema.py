@@ -22,6 +22,8 @@
   are all-reduced wherever the trainer averages the running statistics (epoch end, before an
   evaluation). EMA is linear, so that equals the EMA of the rank-averaged statistics. Rank 0 writes.
 """
+from __future__ import annotations
+
 import contextlib
 import math
 import os
@@ -31,7 +33,9 @@ import paddle
 from paddle.callbacks import Callback
 
 from utils.errors import ConfigError, check_int
+from utils.training.addon import AddOn, TrainRun
 from utils.training.callbacks import BestTracker, Checkpointer, metric_value
+from utils.training.ranks import average_tensors, changing_tensors, is_distributed
 
 _FLOATS = ("float16", "bfloat16", "float32", "float64")
 NOT_METRICS = ("epoch", "step", "samples", "eval_time")
@@ -123,32 +127,13 @@ class ModelEMA:
         return all(bool(paddle.isfinite(s).all()) for s in self.shadow.values())
 
     def running_stat_names(self):
-        from utils.addons.distributed import changing_tensors
-
         ids = {id(t) for t in changing_tensors(self.network)}
         return [k for k, t in self.network.state_dict().items() if id(t) in ids and k in self.shadow]
 
-    @paddle.no_grad()
     def average_running_stats(self):
         """Data parallel: the averaged BatchNorm statistics become their mean over ranks (float64 sums)."""
-        from utils.addons import distributed as dp
-
-        if not dp.is_distributed():
-            return
-        names = self.running_stat_names()
-        if not names:
-            return
-        import paddle.distributed as dist
-
-        flat = paddle.concat([self.shadow[k].astype("float64").reshape([-1]) for k in names])
-        dist.all_reduce(flat)
-        flat = flat / dp.world_size()
-        offset = 0
-        for k in names:
-            s = self.shadow[k]
-            n = int(np.prod(s.shape)) if len(s.shape) else 1
-            s.set_value(flat[offset:offset + n].reshape(s.shape).astype(s.dtype))
-            offset += n
+        if is_distributed():
+            average_tensors([self.shadow[k] for k in self.running_stat_names()])
 
 
 def ema_name(name):
@@ -326,3 +311,29 @@ def build_ema(cfg, network, store=None, write=True, resume=None, state=None, pri
         if warning:
             print_fn(f"warning: {warning}")
     return cb
+
+
+class WeightAverage(AddOn):
+    """The ``EMA`` section as an add-on: the average is built on the loaded (or resumed) weights,
+    evaluated beside the raw ones, and chosen for ``best_model`` when better."""
+
+    name = "ema"
+
+    @classmethod
+    def create(cls, run: TrainRun) -> WeightAverage | None:
+        return cls() if run.cfg["EMA"]["enable"] else None
+
+    def prepare(self, run: TrainRun) -> dict:
+        # every rank keeps the same average; rank 0 writes
+        self.callback = build_ema(run.cfg, run.network, run.store, write=run.main, resume=run.resume,
+                                  state=run.state, print_fn=run.print_fn)
+        return {}
+
+    def callbacks(self, run: TrainRun) -> dict[str, list]:
+        run.checkpointer = self.callback.attach(run.checkpointer)  # best_model = better of raw/EMA
+        run.eval_fn = self.callback.wrap_eval(run.eval_fn)
+        return {"step": [self.callback]}
+
+    def finish(self, run: TrainRun, metrics: dict) -> None:
+        es = run.cfg["EarlyStopping"]
+        self.callback.report(metrics, es["monitor"], es["mode"], run.print_fn)

@@ -30,6 +30,8 @@ Paddle 3.3.1 behaviour this relies on (tests/test_finetune.py checks each):
   two-stage schedule in a multi-process run therefore holds the body with multiplier 0 during the
   first stage instead of stop_gradient (no movement either; gradients are computed and synced).
 """
+from __future__ import annotations
+
 import fnmatch
 import re
 
@@ -40,6 +42,7 @@ from paddle.callbacks import Callback
 from models.init import running_stats
 from models.pretrained import load_matching
 from utils.errors import ConfigError, did_you_mean
+from utils.training.addon import AddOn, TrainRun
 
 REGEX_PREFIX = "re:"
 
@@ -439,3 +442,17 @@ def setup_finetune(cfg, network, print_fn=print, resume_state=None):
                      f"head-only stage: the run may stop before the body is unfrozen")
         return TwoStage(plan, start, print_fn, verbose, epochs=g["epochs"])
     return None
+
+
+class FineTune(AddOn):
+    """``Global.pretrained_model``, ``FineTune.freeze`` / ``lr_mult`` before the optimizer sees the
+    parameters, and the two-stage callback (it follows the global epoch, so resumes need no state)."""
+
+    name = "finetune"
+
+    def setup(self, run: TrainRun) -> None:
+        self.callback = setup_finetune(run.cfg, run.network, run.print_fn,
+                                       resume_state=run.state if run.resume else None)
+
+    def callbacks(self, run: TrainRun) -> dict[str, list]:
+        return {"listen": [self.callback]} if self.callback is not None else {}

@@ -9,19 +9,23 @@ jitter and pixel noise.
 * :func:`make_filelist`: images plus PaddleClas/PaddleX ``train_list.txt`` / ``val_list.txt`` /
   ``labels.txt``.
 """
+from __future__ import annotations
+
 import colorsys
 import io
 import os
 import pickle
 import tarfile
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
 
-CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+from utils.data.sources.cifar import CIFAR10_NAMES
 
 
-def class_images(labels, num_classes, size=32, channels=3, seed=0):
+def class_images(labels: Sequence[int] | np.ndarray, num_classes: int, size: int = 32, channels: int = 3,
+                 seed: int = 0) -> np.ndarray:
     """uint8 images N x size x size x channels whose content depends on the label."""
     labels = np.asarray(labels, dtype=np.int64)
     rng = np.random.RandomState(seed)
@@ -61,7 +65,7 @@ def _add_pickle(tf, name, obj):
     tf.addfile(info, io.BytesIO(data))
 
 
-def make_cifar_tarball(path, n_train=500, n_test=100, num_classes=10, seed=0):
+def make_cifar_tarball(path: str, n_train: int = 500, n_test: int = 100, num_classes: int = 10, seed: int = 0) -> str:
     """Write a CIFAR python-version tar.gz with synthetic images; return ``path``.
 
     num_classes=10: ``cifar-10-batches-py/data_batch_1..5``, ``test_batch``, ``batches.meta``
@@ -120,7 +124,8 @@ def _save(img, path, fmt):
         im.save(path, format={"png": "PNG", "bmp": "BMP"}[fmt])
 
 
-def make_class_folders(root, classes, n_per_class, size=32, fmt="jpg", gray=False, seed=0):
+def make_class_folders(root: str, classes: int | list[str], n_per_class: int | list[int], size: int = 32,
+                       fmt: str = "jpg", gray: bool = False, seed: int = 0) -> list[str]:
     """Write ``root/<class>/NNNN.<fmt>`` images; return the list of class names.
 
     Args:
@@ -143,8 +148,8 @@ def make_class_folders(root, classes, n_per_class, size=32, fmt="jpg", gray=Fals
     return list(classes)
 
 
-def make_filelist(root, classes=3, n_train_per_class=10, n_val_per_class=0, size=32, fmt="jpg",
-                  label_file="names", seed=0):
+def make_filelist(root: str, classes: int | list[str] = 3, n_train_per_class: int = 10, n_val_per_class: int = 0,
+                  size: int = 32, fmt: str = "jpg", label_file: str | None = "names", seed: int = 0) -> dict[str, str | None]:
     """Write images under ``root/images/`` plus train_list.txt (and val_list.txt, labels.txt).
 
     Args:

@@ -17,17 +17,20 @@ Every pipeline ends with a conversion to a float32 C x H x W array scaled to [0,
 ``Normalize`` (which, when used, must be the last op) then subtracts the mean and divides
 by the std, both given in [0, 1] units. Without ``Normalize`` the output stays in [0, 1].
 """
+from __future__ import annotations
+
 import inspect
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from PIL import Image
 
 from utils.errors import ConfigError, did_you_mean
 
-OPS = {}
+OPS: dict[str, type] = {}
 
 
-def register_op(cls):
+def register_op(cls: type) -> type:
     """Class decorator: make ``cls`` available to configs under its class name."""
     OPS[cls.__name__] = cls
     return cls
@@ -53,14 +56,14 @@ def _as_gray_pil(img):
 class RandomCrop:
     """Crop a random size x size window after zero-padding each border by `padding` pixels."""
 
-    def __init__(self, size, padding=0, where="RandomCrop"):
+    def __init__(self, size: int | list[int], padding: int = 0, where: str = "RandomCrop") -> None:
         self.size = _size2(size, where)
         if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
             raise ConfigError(f"{where}: padding must be an int >= 0, got {padding!r}")
         self.padding = padding
         self.where = where
 
-    def __call__(self, img):
+    def __call__(self, img: np.ndarray) -> np.ndarray:
         h, w = img.shape[:2]
         th, tw = self.size
         p = self.padding
@@ -83,12 +86,12 @@ class RandomCrop:
 class RandomHorizontalFlip:
     """Mirror the image left-right with probability p."""
 
-    def __init__(self, p=0.5, where="RandomHorizontalFlip"):
+    def __init__(self, p: float = 0.5, where: str = "RandomHorizontalFlip") -> None:
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
             raise ConfigError(f"{where}: p must be a probability in [0, 1], got {p!r}")
         self.p = float(p)
 
-    def __call__(self, img):
+    def __call__(self, img: np.ndarray) -> np.ndarray:
         if np.random.random() < self.p:
             return img[:, ::-1]
         return img
@@ -98,10 +101,10 @@ class RandomHorizontalFlip:
 class Resize:
     """Resize to size x size (int) or [height, width] with PIL bilinear interpolation (aspect ratio not kept)."""
 
-    def __init__(self, size, where="Resize"):
+    def __init__(self, size: int | list[int], where: str = "Resize") -> None:
         self.size = _size2(size, where)
 
-    def __call__(self, img):
+    def __call__(self, img: np.ndarray) -> np.ndarray:
         h, w = self.size
         if img.shape[0] == h and img.shape[1] == w:
             return img
@@ -113,11 +116,11 @@ class Resize:
 class CenterCrop:
     """Crop the central size x size (int) or [height, width] window."""
 
-    def __init__(self, size, where="CenterCrop"):
+    def __init__(self, size: int | list[int], where: str = "CenterCrop") -> None:
         self.size = _size2(size, where)
         self.where = where
 
-    def __call__(self, img):
+    def __call__(self, img: np.ndarray) -> np.ndarray:
         h, w = img.shape[:2]
         th, tw = self.size
         if th > h or tw > w:
@@ -131,11 +134,12 @@ class CenterCrop:
 class Normalize:
     """Last op: (x/255 - mean) / std per channel; mean/std in [0,1] units, null = Transforms.mean/std or the dataset's."""
 
-    def __init__(self, mean=None, std=None, where="Normalize"):
+    def __init__(self, mean: float | list[float] | None = None, std: float | list[float] | None = None,
+                 where: str = "Normalize") -> None:
         self.mean = None if mean is None else _channel_values(mean, f"{where}: mean")
         self.std = None if std is None else _channel_values(std, f"{where}: std", positive=True)
 
-    def __call__(self, img):  # the work is done by the final conversion of Compose
+    def __call__(self, img: np.ndarray) -> np.ndarray:  # the work is done by the final conversion of Compose
         return img
 
 
@@ -154,13 +158,13 @@ def _channel_values(value, where, positive=False):
     return tuple(float(v) for v in value)
 
 
-def op_params(cls):
+def op_params(cls: type) -> dict[str, object]:
     """{param: default or inspect.Parameter.empty} of an op (``where`` excluded)."""
     sig = inspect.signature(cls.__init__)
     return {n: p.default for n, p in sig.parameters.items() if n not in ("self", "where")}
 
 
-def list_ops():
+def list_ops() -> list[str]:
     """Registered op names."""
     return list(OPS)
 
@@ -173,7 +177,8 @@ class Compose:
         mean, std: per-channel tuples in [0,1] units, or None for no normalization.
     """
 
-    def __init__(self, ops, mean=None, std=None):
+    def __init__(self, ops: list[Callable[[np.ndarray], np.ndarray]], mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None) -> None:
         self.ops = list(ops)
         self.mean = None if mean is None else tuple(float(m) for m in mean)
         self.std = None if std is None else tuple(float(s) for s in std)
@@ -193,7 +198,7 @@ class Compose:
                                      offset.astype(np.float32)[:, None, None])
         return self._cache[channels]
 
-    def __call__(self, img):
+    def __call__(self, img: np.ndarray | Image.Image) -> np.ndarray:
         if isinstance(img, Image.Image):
             img = np.asarray(img if img.mode in ("L", "RGB") else img.convert("RGB"))
         if img.ndim == 2:
@@ -206,7 +211,7 @@ class Compose:
         out += offset
         return out
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         names = ", ".join(type(op).__name__ for op in self.ops)
         return f"Compose([{names}], mean={self.mean}, std={self.std})"
 
@@ -226,7 +231,8 @@ def _parse_entry(entry, where):
                       f"valid ops: {', '.join(OPS)}")
 
 
-def build_transforms(op_list, mean=None, std=None, where="Transforms.train", channels=None):
+def build_transforms(op_list: list | None, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                     where: str = "Transforms.train", channels: int | None = None) -> Compose:
     """Build a :class:`Compose` from a config op list.
 
     Args:
@@ -283,7 +289,7 @@ def build_transforms(op_list, mean=None, std=None, where="Transforms.train", cha
     return Compose(ops, n_mean, n_std)
 
 
-def has_op(op_list, name):
+def has_op(op_list: list | None, name: str) -> bool:
     """Whether a config op list contains op ``name``."""
     for entry in op_list or []:
         if (entry == name) or (isinstance(entry, dict) and name in entry):
@@ -291,7 +297,7 @@ def has_op(op_list, name):
     return False
 
 
-def transforms_markdown():
+def transforms_markdown() -> str:
     """The op reference as a Markdown table (appended to the config docs)."""
     out = ["## Transform ops", "",
            "`Transforms.train` / `Transforms.eval` list ops in order as `{OpName: {param: value}}`.",

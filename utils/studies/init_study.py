@@ -1,228 +1,63 @@
-"""Weight-init study: how activations evolve through depth at initialisation.
+"""Weight-init study of any model: how activations evolve through depth at initialisation.
 
-Two modes:
+:func:`model_activation_stats` runs one real batch through a network with forward post-hooks on
+every conv/linear layer and every activation layer, and records the mean, std, saturation
+(fraction of |y| > 0.99 after tanh; y < 0.01 or y > 0.99 after sigmoid) and, after ReLU, the
+fraction of exact zeros and of dead units (channels that are zero for every sample and position
+of the batch). :func:`model_study` does it for a config's model on its training data.
 
-* :func:`classic_experiment` — the experiment of CS231n (2017, lecture 6, "Training Neural
-  Networks I"): a 10-layer, 500-unit fully connected net, no bias, fed 1000 x 500 unit-Gaussian
-  input; weights ``W = randn(fan_in, fan_out) * scale`` with
-
-  ==============  =======================  ==============================================
-  init            scale                    what happens (tanh / ReLU)
-  ==============  =======================  ==============================================
-  ``normal_0.01`` 0.01                     std x ~0.22 per layer: activations vanish
-  ``normal_1.0``  1.0                      tanh saturates (|h| ~ 1, std ~ 0.98)
-  ``xavier``      1 / sqrt(fan_in)         tanh: slow decay; ReLU: variance halves per layer
-  ``kaiming``     sqrt(2 / fan_in)         ReLU: std stays ~0.82 at every layer
-  ==============  =======================  ==============================================
-
-  Xavier here is the lecture's ``randn / sqrt(fan_in)`` (std 1/sqrt(fan_in)), not Glorot's
-  ``sqrt(2 / (fan_in + fan_out))``; the two agree for a square 500 x 500 layer.
-  The statistics are those of the post-activation outputs ``H = act(X @ W)``, population std
-  (numpy's ``np.std`` convention, ``ddof=0``), as the lecture printed them. With this
-  convention Kaiming + ReLU gives std(relu(z)) for z ~ N(0, 2) at every layer:
-  sqrt(2) * sqrt(1/2 - 1/(2 pi)) = 0.8257 (mean sqrt(2) / sqrt(2 pi) = 0.5642), because
-  E[relu(z)^2] = var(z) / 2 = 1 feeds the next layer a pre-activation variance of
-  fan_in * 1 * 2 / fan_in = 2 again. That holds on average over weight draws; one draw
-  random-walks with depth (measured over 20 seeds: std 0.826 +- 0.001 at layer 1, +- 0.12 at
-  layer 10; seed 0 ends at 0.69). Xavier + ReLU halves the *variance* per layer, so the std
-  goes x 1/sqrt(2) ~ 0.71 per layer. Without biases some ReLU units die with depth (about 8%
-  of the units are zero for all 1000 inputs at layer 10, none at layer 1).
-
-* :func:`model_activation_stats` — the same statistics for any network on a real batch:
-  forward post-hooks on every conv/linear layer and every activation layer record the mean,
-  std, saturation (fraction of |y| > 0.99 after tanh; y < 0.01 or y > 0.99 after sigmoid)
-  and, after ReLU, the fraction of exact zeros and of dead units (channels that are zero for
-  every sample and position of the batch).
-
-:func:`plot_histograms` draws the activation histograms (one panel per layer) to a PNG.
-Everything runs on Paddle tensors with a fixed seed.
+:func:`plot_histograms` draws the activation histograms (one panel per layer) to a PNG and
+:func:`save_table` writes the rows as CSV and JSON, for this mode and for the lecture's
+experiment on a plain fully connected net (:mod:`utils.studies.init_classic`, whose names are
+importable from here too). Everything runs on Paddle tensors with a fixed seed.
 """
+from __future__ import annotations
+
+import copy
 import csv
 import json
 import math
 import os
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-CLASSIC_INITS = ("normal_0.01", "normal_1.0", "xavier", "kaiming")
-CLASSIC_ACTIVATIONS = ("tanh", "relu")
-HIST_BINS = 50
+from utils.build import build_network
+from utils.errors import UserError
+from utils.studies.init_classic import (
+    CLASSIC_ACTIVATIONS,
+    CLASSIC_INITS,
+    classic_experiment,
+    classic_panels,
+    classic_scale,
+    classic_table,
+    format_classic,
+)
+from utils.studies.init_stats import (
+    ACTIVATION_TYPES,
+    HIST_BINS,
+    RECTIFIERS,
+    SATURATING,
+    histogram,
+    tensor_stats,
+)
 
-SATURATING = {"Tanh": "tanh", "Sigmoid": "sigmoid", "Hardtanh": "tanh", "Hardsigmoid": "sigmoid",
-              "Softsign": "tanh"}
-RECTIFIERS = ("ReLU", "ReLU6")
-ACTIVATION_TYPES = tuple(SATURATING) + RECTIFIERS + ("GELU", "LeakyReLU", "ELU", "SELU", "Silu", "Swish",
-                                                   "Hardswish", "Mish", "Softplus", "PReLU", "CELU")
-
-
-# --------------------------------------------------------------------------- statistics
-
-def classic_scale(init, fan_in):
-    """Std of the weights of ``init`` (``normal_<std>``, ``xavier``, ``kaiming``) for ``fan_in`` inputs."""
-    if init.startswith("normal_"):
-        return float(init.split("_", 1)[1])
-    if init == "xavier":
-        return 1.0 / math.sqrt(fan_in)
-    if init == "kaiming":
-        return math.sqrt(2.0 / fan_in)
-    raise ValueError(f"unknown classic init '{init}', choose normal_<std>, xavier or kaiming")
-
-
-def _saturation(y, kind):
-    """Fraction of saturated outputs of a tanh-like (|y| > 0.99) or sigmoid-like (y < 0.01 or y > 0.99) unit."""
+if TYPE_CHECKING:
     import paddle
 
-    if kind == "tanh":
-        sat = paddle.abs(y) > 0.99
-    else:
-        sat = paddle.logical_or(y < 0.01, y > 0.99)
-    return float(sat.astype("float32").mean())
+    from utils.data import DataBundle
 
-
-def _zero_stats(y, channel_axis):
-    """(fraction of exact zeros, fraction of units that are zero for the whole batch)."""
-    import paddle
-
-    zero = (y == 0)
-    zero_frac = float(zero.astype("float32").mean())
-    axis = channel_axis % y.ndim
-    other = [a for a in range(y.ndim) if a != axis]
-    dead = paddle.all(zero, axis=other) if other else zero
-    return zero_frac, float(dead.astype("float32").mean())
-
-
-def tensor_stats(y, activation=None, channel_axis=1):
-    """Mean, std (population), min, max of ``y``; saturation or zero/dead fractions for ``activation``.
-
-    Args:
-        y: a Paddle tensor.
-        activation: ``tanh``/``sigmoid`` (saturation), ``relu`` (zeros, dead units) or None.
-        channel_axis: the axis of the units for the dead-unit count (1 for NCHW, -1 for tokens).
-    """
-    import paddle
-
-    y = y.astype("float32")
-    # Population std (N), like np.std and the lecture, in float64. Not Tensor.std: it is
-    # unbiased (N - 1) by default, and in paddle 3.3.1 std(unbiased=False) on float32 logs a
-    # "Got different data type, run type promotion automatically" warning on every process.
-    y64 = y.astype("float64")
-    mean = y64.mean()
-    stats = {"mean": float(mean), "std": float(paddle.sqrt(paddle.square(y64 - mean).mean())),
-             "min": float(y.min()), "max": float(y.max()),
-             "saturated": None, "zero_frac": None, "dead_frac": None}
-    if activation in ("tanh", "sigmoid"):
-        stats["saturated"] = _saturation(y, activation)
-    elif activation == "relu":
-        stats["zero_frac"], stats["dead_frac"] = _zero_stats(y, channel_axis)
-    return stats
-
-
-def _histogram(values, lo, hi, bins=HIST_BINS):
-    """(counts, edges) of the finite ``values`` over [lo, hi] (their own range when lo/hi are not finite)."""
-    finite = np.isfinite(values)
-    if not finite.all():
-        values = values[finite]
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
-    if hi <= lo:
-        lo, hi = lo - 0.5, hi + 0.5
-    counts, edges = np.histogram(values, bins=bins, range=(lo, hi))
-    return counts.tolist(), edges.tolist()
-
-
-# --------------------------------------------------------------------------- classic experiment
-
-def classic_experiment(inits=CLASSIC_INITS, activations=CLASSIC_ACTIVATIONS, num_layers=10, units=500,
-                       samples=1000, seed=0, bins=HIST_BINS):
-    """Run the lecture's experiment for every (init, activation) pair.
-
-    Each pair starts from ``paddle.seed(seed)``, so it draws the same input and is reproducible
-    on its own whatever other pairs are run.
-
-    Returns:
-        A list of runs ``{"init", "activation", "scale", "layers": [row, ...]}``; each row has
-        ``layer`` (1-based), ``mean``, ``std``, ``min``, ``max``, ``saturated`` (tanh),
-        ``zero_frac``/``dead_frac`` (ReLU) and ``hist`` = (counts, edges), None when ``bins``
-        is 0 (statistics only, faster). Panels of one run share their x axis (a collapse shows
-        as a spike at 0) unless the std grows more than 10x through the run (explosion: each
-        panel its own range). ReLU histograms count the positive outputs only (the zeros are in
-        ``zero_frac``).
-    """
-    import paddle
-
-    acts = {"tanh": paddle.tanh, "relu": paddle.nn.functional.relu}
-    runs = []
-    for init in inits:
-        for act in activations:
-            if act not in acts:
-                raise ValueError(f"unknown activation '{act}', choose tanh or relu")
-            paddle.seed(seed)
-            x = paddle.randn([samples, units], dtype="float32")
-            layers, values = [], []
-            for i in range(num_layers):
-                fan_in = x.shape[1]
-                w = paddle.randn([fan_in, units], dtype="float32") * classic_scale(init, fan_in)
-                x = acts[act](paddle.matmul(x, w))  # zero bias
-                row = {"layer": i + 1, **tensor_stats(x, act, channel_axis=1)}
-                layers.append(row)
-                if bins:
-                    v = x.numpy().ravel()
-                    # ReLU: half the outputs are exact zeros (in the row's zero_frac); the
-                    # histogram shows the positive part, or the spike at 0 hides the shape.
-                    values.append(v[v > 0] if act == "relu" else v)
-            if bins:
-                if act == "tanh":
-                    lo, hi = -1.0, 1.0
-                else:
-                    lo, hi = 0.0, max(r["max"] for r in layers)
-                # A shared x axis shows vanishing as a spike at 0; an exploding run would squash
-                # every panel but the last, so those get their own range.
-                shared = act == "tanh" or layers[-1]["std"] <= 10 * layers[0]["std"]
-                for row, v in zip(layers, values):
-                    row["hist"] = _histogram(v, lo, hi if shared else float(v.max(initial=0.0)), bins)
-            else:
-                for row in layers:
-                    row["hist"] = None
-            runs.append({"init": init, "activation": act, "scale": classic_scale(init, units), "units": units,
-                         "samples": samples, "seed": seed, "layers": layers})
-    return runs
-
-
-def classic_table(runs):
-    """Flat rows (one per run and layer) for printing and CSV."""
-    out = []
-    for run in runs:
-        for r in run["layers"]:
-            out.append({"init": run["init"], "activation": run["activation"], "layer": r["layer"],
-                        "mean": r["mean"], "std": r["std"], "saturated": r["saturated"],
-                        "zero_frac": r["zero_frac"], "dead_frac": r["dead_frac"]})
-    return out
-
-
-def format_classic(runs):
-    """The std of every layer, one line per (init, activation): the lecture's printout, condensed."""
-    n = max(len(r["layers"]) for r in runs)
-    head = f"{'init':<12} {'act':<5} " + " ".join(f"{'L' + str(i + 1):>9}" for i in range(n))
-    r0 = runs[0]
-    tables = [
-        (f"layer std of act(X @ W) (population std; {r0['samples']} x {r0['units']} N(0,1) input, no bias, "
-         f"seed {r0['seed']})", lambda run, r: f"{r['std']:>9.3g}"),
-        ("layer mean", lambda run, r: f"{r['mean']:>9.3g}"),
-        ("% saturated (tanh: |h| > 0.99) / % dead units (ReLU: zero for every input)",
-         lambda run, r: f"{100 * r['saturated' if run['activation'] == 'tanh' else 'dead_frac']:>9.1f}"),
-    ]
-    lines = []
-    for title, cell in tables:
-        lines += ([""] if lines else []) + [title, head]
-        for run in runs:
-            lines.append(f"{run['init']:<12} {run['activation']:<5} " + " ".join(cell(run, r) for r in run["layers"]))
-    return "\n".join(lines)
+__all__ = ["CLASSIC_ACTIVATIONS", "CLASSIC_INITS", "HIST_BINS", "MODEL_INITS", "classic_experiment",
+           "classic_panels", "classic_scale", "classic_table", "findings", "format_classic", "format_model_rows",
+           "hooked_layers", "load_batch", "model_activation_stats", "model_panels", "model_study",
+           "plot_histograms", "prepare_for_study", "save_table", "tensor_stats"]
 
 
 # --------------------------------------------------------------------------- any model
 
-def _activation_kind(layer):
+def _activation_kind(layer: paddle.nn.Layer) -> str | None:
+    """``tanh``/``sigmoid`` for saturating activation layers, ``relu`` for rectifiers, else None."""
     name = type(layer).__name__
     if name in SATURATING:
         return SATURATING[name]
@@ -231,8 +66,9 @@ def _activation_kind(layer):
     return None
 
 
-def hooked_layers(model):
+def hooked_layers(model: paddle.nn.Layer) -> list[tuple[str, paddle.nn.Layer, str]]:
     """(name, layer, kind) of the layers the study hooks: conv/linear (``kind='linear'``) and activations."""
+    # imports paddle: deferred until the thread count is set
     import paddle.nn as nn
 
     weighted = (nn.Conv1D, nn.Conv2D, nn.Conv3D, nn.Conv2DTranspose, nn.Linear)
@@ -245,7 +81,7 @@ def hooked_layers(model):
     return out
 
 
-def prepare_for_study(model):
+def prepare_for_study(model: paddle.nn.Layer) -> paddle.nn.Layer:
     """Training mode (BatchNorm normalises with the batch's statistics, as at the first step), dropout off."""
     model.train()
     for layer in model.sublayers(include_self=True):
@@ -254,7 +90,7 @@ def prepare_for_study(model):
     return model
 
 
-def model_activation_stats(model, images, max_layers=0, bins=HIST_BINS):
+def model_activation_stats(model: paddle.nn.Layer, images: paddle.Tensor | np.ndarray, max_layers: int = 0, bins: int = HIST_BINS) -> list[dict]:
     """Per-layer activation statistics of ``model`` on one batch.
 
     Forward post-hooks on every conv/linear and activation layer (removed afterwards, also on
@@ -273,6 +109,7 @@ def model_activation_stats(model, images, max_layers=0, bins=HIST_BINS):
         Rows ``{"index", "name", "type", "kind", "shape", "mean", "std", "min", "max",
         "saturated", "zero_frac", "dead_frac", "hist"}`` in forward order.
     """
+    # imports paddle: deferred until the thread count is set
     import paddle
 
     rows, calls, handles = [], {}, []
@@ -289,7 +126,7 @@ def model_activation_stats(model, images, max_layers=0, bins=HIST_BINS):
             v = output.detach().astype("float32").numpy().ravel()
             if act == "relu":
                 v = v[v > 0]  # the zeros are in zero_frac; their spike would hide the shape
-            stats["hist"] = _histogram(v, 0.0 if act == "relu" else stats["min"], stats["max"], bins)
+            stats["hist"] = histogram(v, 0.0 if act == "relu" else stats["min"], stats["max"], bins)
             rows.append({"index": len(rows), "name": label, "type": type(layer).__name__, "kind": kind,
                          "shape": list(output.shape), **stats})
             return None
@@ -313,7 +150,7 @@ def model_activation_stats(model, images, max_layers=0, bins=HIST_BINS):
     return rows
 
 
-def format_model_rows(rows):
+def format_model_rows(rows: list[dict]) -> str:
     """Fixed-width table of :func:`model_activation_stats` rows."""
     def pct(v):
         return "" if v is None else f"{100 * v:.1f}%"
@@ -329,7 +166,8 @@ def format_model_rows(rows):
     return "\n".join(lines)
 
 
-def findings(rows, std_low=1e-3, std_high=1e3, saturated_high=0.5, dead_high=0.1):
+def findings(rows: list[dict], std_low: float = 1e-3, std_high: float = 1e3, saturated_high: float = 0.5,
+             dead_high: float = 0.1) -> list[str]:
     """Plain-language warnings for vanishing/exploding stds, saturation and dead ReLUs."""
     out = []
     for r in rows:
@@ -350,7 +188,8 @@ def findings(rows, std_low=1e-3, std_high=1e3, saturated_high=0.5, dead_high=0.1
 
 # --------------------------------------------------------------------------- output
 
-def plot_histograms(panels, path, title=None, ncols=10):
+def plot_histograms(panels: list[list[tuple[str, tuple]]], path: str, title: str | None = None,
+                    ncols: int = 10) -> int:
     """Draw histogram panels to ``path`` (PNG); returns the number of panels (the figure's axes).
 
     Args:
@@ -360,6 +199,7 @@ def plot_histograms(panels, path, title=None, ncols=10):
         title: figure title.
         ncols: panels per figure row.
     """
+    # imports matplotlib: heavy, and only this output needs it
     import matplotlib
 
     matplotlib.use("Agg")
@@ -399,18 +239,12 @@ def plot_histograms(panels, path, title=None, ncols=10):
     return n_axes
 
 
-def classic_panels(runs):
-    """Histogram panels of :func:`classic_experiment`: one figure row per (init, activation)."""
-    return [[(f"{run['init']} {run['activation']} L{r['layer']}\nstd {r['std']:.3g}", r["hist"])
-             for r in run["layers"]] for run in runs]
-
-
-def model_panels(rows):
+def model_panels(rows: list[dict]) -> list[list[tuple[str, tuple]]]:
     """Histogram panels of :func:`model_activation_stats`: one panel per row."""
     return [[(f"{r['name']} ({r['type']})\nstd {r['std']:.3g}", r["hist"]) for r in rows]]
 
 
-def save_table(rows, prefix):
+def save_table(rows: list[dict], prefix: str) -> tuple[str, str]:
     """Write ``rows`` (histograms left out) to ``prefix.csv`` and ``prefix.json``; returns both paths."""
     os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
     clean = [{k: v for k, v in r.items() if k != "hist"} for r in rows]
@@ -431,7 +265,7 @@ def save_table(rows, prefix):
 MODEL_INITS = ("default", "xavier", "kaiming", "normal")
 
 
-def load_batch(cfg, bundle, batch_size=None, seed=0):
+def load_batch(cfg: dict, bundle: DataBundle, batch_size: int | None = None, seed: int = 0) -> np.ndarray:
     """One batch [N, C, H, W] (float32 numpy) of the training images, eval transform, fixed random pick.
 
     The eval pipeline (normalisation, resize/crop, no random augmentation) keeps the batch
@@ -443,8 +277,9 @@ def load_batch(cfg, bundle, batch_size=None, seed=0):
     return np.stack([np.asarray(ds[int(i)][0], dtype="float32") for i in idx])
 
 
-def model_study(cfg, init=None, init_std=None, batch_size=None, max_layers=0, seed=None, bins=HIST_BINS,
-                bundle=None):
+def model_study(cfg: dict, init: str | None = None, init_std: float | None = None, batch_size: int | None = None,
+                max_layers: int = 0, seed: int | None = None, bins: int = HIST_BINS,
+                bundle: DataBundle | None = None) -> dict:
     """Build the config's model with ``init`` and collect :func:`model_activation_stats` on one batch.
 
     Args:
@@ -459,13 +294,10 @@ def model_study(cfg, init=None, init_std=None, batch_size=None, max_layers=0, se
     Returns:
         ``{"model", "rows", "init", "init_std", "batch_shape"}``.
     """
-    import copy
-
+    # imports paddle: deferred until the thread count is set
     import paddle
 
-    from utils.build import build_network
     from utils.data import build_datasets
-    from utils.errors import UserError
 
     init = cfg["Arch"]["init"] if init is None else init
     if init not in MODEL_INITS:

@@ -2,16 +2,8 @@
 
 :func:`receptive_field` runs one forward pass on a zero image with forward hooks on every
 layer, which gives the execution order, each layer's input and output sizes, and the data flow
-between layers. Along a chain of layers it applies the standard recurrences (per axis):
-
-    k_eff     = d * (k - 1) + 1                        dilated kernel extent
-    j_out     = j_in * s                               jump: input pixels between adjacent outputs
-    r_out     = r_in + (k_eff - 1) * j_in              receptive field side, in input pixels
-    start_out = start_in + ((k_eff - 1) / 2 - p) * j_in
-
-with j = r = 1 and start = 0 at the input; ``start`` is the centre of the receptive field of
-output unit 0 in input pixel coordinates (pixel centres at 0, 1, ..., H - 1; a negative value
-means the corner unit's window hangs over the padding). Unit i is centred at ``start + i * j``.
+between layers. Along a chain of layers it applies the standard recurrences of
+:mod:`utils.studies.rf_geometry` (kernel, stride, padding and dilation per axis).
 
 What is exact and what is not:
 
@@ -30,122 +22,28 @@ What is exact and what is not:
 * The *effective* receptive field (where the gradient is large) is much smaller than the
   theoretical one computed here, which is its upper limit.
 """
-import math
+from __future__ import annotations
+
+import copy
+import types
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from utils.build import build_network, network_input_side
+from utils.errors import DataError
+from utils.studies.rf_geometry import POOLS, Field, adaptive_params, conv_params, pair
+
+if TYPE_CHECKING:
+    import paddle
+
 GLOBAL_MIXERS = ("SpatialGatingUnit", "MultiHeadAttention", "TransformerEncoderLayer", "TransformerEncoder")
-POOLS = ("MaxPool2D", "AvgPool2D")
 ADAPTIVE_POOLS = ("AdaptiveAvgPool2D", "AdaptiveMaxPool2D")
 
 
-def _pair(v):
-    if isinstance(v, (list, tuple)):
-        v = list(v)
-        return (int(v[0]), int(v[-1])) if len(v) in (1, 2) else tuple(int(x) for x in v)
-    return int(v), int(v)
-
-
-def _flat(v):
-    out = []
-    for x in v:
-        out.extend(_flat(x) if isinstance(x, (list, tuple)) else [x])
-    return out
-
-
-def _lead_padding(padding, algorithm, k_eff, stride, size_in, size_out):
-    """Leading (top, left) padding from a conv/pool's padding setting."""
-    algo = (algorithm or "").upper()
-    if isinstance(padding, str):
-        algo = padding.upper()
-    if algo == "VALID":
-        return 0, 0
-    if algo == "SAME":
-        return tuple(max((o - 1) * s + k - i, 0) // 2 for o, s, k, i in zip(size_out, stride, k_eff, size_in))
-    pads = _flat(padding) if isinstance(padding, (list, tuple)) else [padding]
-    pads = [int(p) for p in pads]
-    if len(pads) == 1:
-        return pads[0], pads[0]
-    if len(pads) == 2:                      # [pad_h, pad_w]
-        return pads[0], pads[1]
-    if len(pads) == 4:                      # [top, bottom, left, right]
-        return pads[0], pads[2]
-    if len(pads) == 8:                      # [[0, 0], [0, 0], [top, bottom], [left, right]] (NCHW)
-        return pads[4], pads[6]
-    raise ValueError(f"cannot read padding {padding!r}")
-
-
-def _conv_params(layer, size_in, size_out):
-    """(kernel, stride, padding, dilation) per axis of a Conv2D / MaxPool2D / AvgPool2D."""
-    name = type(layer).__name__
-    if name in POOLS:
-        k = _pair(layer.ksize)
-        s = _pair(layer.stride if layer.stride is not None else layer.ksize)
-        d = (1, 1)
-        k_eff = k
-        p = _lead_padding(layer.padding, None, k_eff, s, size_in, size_out)
-    else:
-        k, s, d = _pair(layer._kernel_size), _pair(layer._stride), _pair(layer._dilation)
-        k_eff = tuple(di * (ki - 1) + 1 for ki, di in zip(k, d))
-        p = _lead_padding(layer._updated_padding, layer._padding_algorithm, k_eff, s, size_in, size_out)
-    return k, s, p, d
-
-
-def _adaptive_params(size_in, size_out):
-    """Kernel/stride of an adaptive pool: exact when the output divides the input, else the largest window."""
-    k, s = [], []
-    for i, o in zip(size_in, size_out):
-        if i % o == 0:
-            k.append(i // o)
-            s.append(i // o)
-        else:
-            k.append(math.ceil(i / o) + (1 if o > 1 else 0))
-            s.append(i // o)
-    return tuple(k), tuple(s), (0, 0), (1, 1)
-
-
-class Field:
-    """Receptive field of one tensor, per axis (h, w): side ``r``, jump ``j``, centre of unit 0 ``start``."""
-
-    __slots__ = ("r", "j", "start", "size", "is_global")
-
-    def __init__(self, r, j, start, size, is_global=False):
-        def clean(v):
-            return tuple(int(x) if float(x).is_integer() else float(x) for x in v)
-
-        self.r, self.j, self.start, self.size, self.is_global = clean(r), clean(j), clean(start), tuple(size), is_global
-
-    def apply(self, k, s, p, d, size_out):
-        k_eff = [di * (ki - 1) + 1 for ki, di in zip(k, d)]
-        r = [ri + (ke - 1) * ji for ri, ke, ji in zip(self.r, k_eff, self.j)]
-        j = [ji * si for ji, si in zip(self.j, s)]
-        start = [st + ((ke - 1) / 2 - pi) * ji for st, ke, pi, ji in zip(self.start, k_eff, p, self.j)]
-        return Field(r, j, start, size_out, self.is_global)
-
-    def made_global(self, input_size, size=None):
-        return Field(input_size, self.j, [(n - 1) / 2 for n in input_size], size or self.size, True)
-
-    def key(self):
-        return self.r, self.j, self.start, self.is_global
-
-    @staticmethod
-    def hull(fields):
-        """Union of the windows of ``fields`` (branches that are merged): their bounding interval."""
-        fields = [f for f in fields if f is not None]
-        if len(fields) == 1:
-            return fields[0]
-        r, start, j = [], [], []
-        for a in range(2):
-            lo = min(f.start[a] - (f.r[a] - 1) / 2 for f in fields)
-            hi = max(f.start[a] + (f.r[a] - 1) / 2 for f in fields)
-            r.append(hi - lo + 1)
-            start.append((lo + hi) / 2)
-            j.append(max(f.j[a] for f in fields))
-        size = max(fields, key=lambda f: f.j).size
-        return Field(r, j, start, size, any(f.is_global for f in fields))
-
-
-def _spatial(shape, fmt="NCHW"):
+def _spatial(shape: Sequence[int], fmt: str = "NCHW") -> tuple[int, int]:
+    """(h, w) of a tensor shape; (L, 1) for tokens [N, L, C]; (1, 1) for a flat [N, C]."""
     shape = [int(s) for s in shape]
     if len(shape) == 4:
         return tuple(shape[1:3]) if fmt == "NHWC" else tuple(shape[2:])
@@ -154,16 +52,19 @@ def _spatial(shape, fmt="NCHW"):
     return (1, 1)
 
 
-def _num(v):
+def _num(v: float) -> int | float:
     return int(v) if float(v).is_integer() else round(float(v), 2)
 
 
-def _fmt_pair(v):
+def _fmt_pair(v: Sequence[float]) -> str:
+    """``3`` for (3, 3), ``3x5`` for (3, 5)."""
     a, b = _num(v[0]), _num(v[1])
     return str(a) if a == b else f"{a}x{b}"
 
 
-def _tensors(obj):
+def _tensors(obj: Any) -> list[paddle.Tensor]:
+    """The tensors in ``obj`` (a tensor, or nested lists and tuples of them)."""
+    # imports paddle: deferred until the thread count is set
     import paddle
 
     if isinstance(obj, paddle.Tensor):
@@ -173,7 +74,9 @@ def _tensors(obj):
     return []
 
 
-def _infer_channels(model, size):
+def _infer_channels(model: paddle.nn.Layer, size: tuple[int, int]) -> int:
+    """Input channels of ``model``: the first Conv2D's, or a first Linear's inputs over the pixels."""
+    # imports paddle: deferred until the thread count is set
     import paddle.nn as nn
 
     for layer in model.sublayers(include_self=True):
@@ -185,7 +88,8 @@ def _infer_channels(model, size):
     raise ValueError("cannot infer the input channels (no Conv2D or Linear): pass in_channels")
 
 
-def receptive_field(model, input_size, in_channels=None, name=None):
+def receptive_field(model: paddle.nn.Layer, input_size: int | Sequence[int], in_channels: int | None = None,
+                    name: str | None = None) -> dict:
     """Per-layer receptive field of ``model`` for a ``input_size`` (int or (h, w)) image.
 
     Args:
@@ -204,9 +108,10 @@ def receptive_field(model, input_size, in_channels=None, name=None):
         (branches were merged: fields are upper bounds), ``verdict`` (one line). Sizes are
         per-axis (h, w) tuples; a 3-D output [N, L, C] (tokens) has out_size (L, 1).
     """
+    # imports paddle: deferred until the thread count is set
     import paddle
 
-    size = _pair(input_size)
+    size = pair(input_size)
     in_channels = in_channels or _infer_channels(model, size)
     known, stack, rows, calls = {}, [], [], {}
     names = {id(layer): (name or "(model)") for name, layer in model.named_sublayers(include_self=True)}
@@ -255,7 +160,7 @@ def receptive_field(model, input_size, in_channels=None, name=None):
         outs = _tensors(output)
         out_size = _spatial(outs[0].shape, getattr(layer, "_data_format", "NCHW")) if outs else f_in.size
         if typ == "Conv2D" or typ in POOLS:
-            params = _conv_params(layer, frame["in_size"], out_size)
+            params = conv_params(layer, frame["in_size"], out_size)
             field = f_in.apply(*params, out_size)
             add_row(frame["name"], typ, "conv" if typ == "Conv2D" else "pool", field, params)
         elif typ in ADAPTIVE_POOLS:
@@ -263,7 +168,7 @@ def receptive_field(model, input_size, in_channels=None, name=None):
                 field = f_in.made_global(size, out_size)
                 add_row(frame["name"], typ, "adaptive_pool", field)
             else:
-                params = _adaptive_params(frame["in_size"], out_size)
+                params = adaptive_params(frame["in_size"], out_size)
                 field = f_in.apply(*params, out_size)
                 add_row(frame["name"], typ, "adaptive_pool", field, params)
         elif typ in GLOBAL_MIXERS and not f_in.is_global:
@@ -314,7 +219,7 @@ def receptive_field(model, input_size, in_channels=None, name=None):
     return summarize(rows, size, final, name or type(model).__name__)
 
 
-def summarize(rows, size, final, model_name="model"):
+def summarize(rows: list[dict], size: tuple[int, int], final: Field, model_name: str = "model") -> dict:
     """The result dict of :func:`receptive_field`: rows, final field, coverage and the verdict line."""
     first_global = next((r for r in rows if r["is_global"]), None)
     spatial = [r for r in rows if not r["is_global"]]
@@ -346,7 +251,7 @@ def summarize(rows, size, final, model_name="model"):
             "first_global": first_global, "covers": covers, "approximate": approximate, "verdict": verdict}
 
 
-def format_table(result):
+def format_table(result: dict) -> str:
     """Fixed-width table of :func:`receptive_field` rows."""
     rows = result["rows"]
     width = max([len("layer")] + [len(r["name"]) for r in rows])
@@ -363,21 +268,25 @@ def format_table(result):
     return "\n".join(lines)
 
 
-def gradient_extent(model, input_size, unit, in_channels=1, seed=0):
+def gradient_extent(model: paddle.nn.Layer, input_size: int | Sequence[int], unit: Sequence[int], in_channels: int = 1,
+                    seed: int = 0) -> tuple[tuple[tuple[int, int], tuple[int, int]], np.ndarray]:
     """Empirical check: rows/cols of the input where d output[unit] / d input is non-zero.
 
     Args:
         model: a layer mapping [1, C, H, W] to [1, C', H', W'].
         input_size: (h, w) of the input.
         unit: (i, j) of the output unit (channel 0).
+        in_channels: C of the input.
+        seed: seeds the random input.
 
     Returns:
         ((row_min, row_max), (col_min, col_max)) of the non-zero gradient, and the mask [H, W].
     """
+    # imports paddle: deferred until the thread count is set
     import paddle
 
     paddle.seed(seed)
-    h, w = _pair(input_size)
+    h, w = pair(input_size)
     x = paddle.randn([1, in_channels, h, w], dtype="float32")
     x.stop_gradient = False
     y = model(x)
@@ -392,17 +301,15 @@ def gradient_extent(model, input_size, unit, in_channels=1, seed=0):
 NATIVE_SHAPES = {"digits": (1, 8, 10), "cifar10": (3, 32, 10), "cifar100": (3, 32, 100)}
 
 
-def config_input(cfg):
+def config_input(cfg: dict) -> tuple[int, int, int, str | None]:
     """(in_channels, image side, num_classes, note) of the images the config's model receives.
 
     Built from the data (``build_datasets``, without preloading folder images). When a CIFAR
     archive is missing, the native CIFAR shape (3 x 32 x 32, or ``Data.image_size``) is used and
     ``note`` says so; any other data error is raised.
     """
-    import copy
-
+    # imports paddle: deferred until the thread count is set
     from utils.data import build_datasets
-    from utils.errors import DataError
 
     cfg = copy.deepcopy(cfg)
     if cfg["Data"]["name"] in ("folder", "filelist"):
@@ -417,21 +324,15 @@ def config_input(cfg):
         side = cfg["Data"]["image_size"] or side
         n = cfg["Data"]["num_classes"] or (len(cfg["Data"]["classes"]) if cfg["Data"]["classes"] else n)
         return c, side, n, f"({str(e).split(';')[0].rstrip('.')}: using the native {c}x{side}x{side})"
-    from utils.build import network_input_side
-
     return bundle.in_channels, network_input_side(bundle), bundle.num_classes, None
 
 
-def config_receptive_field(cfg, image_size=None):
+def config_receptive_field(cfg: dict, image_size: int | None = None) -> dict:
     """:func:`receptive_field` of the config's model on its input size (or ``image_size``).
 
     Returns the result dict with ``note`` (None, or how the input shape was found) and ``model``
     (the ``Arch.name``) added.
     """
-    import types
-
-    from utils.build import build_network
-
     c, side, n, note = config_input(cfg)
     if image_size:
         side = int(image_size)

@@ -8,9 +8,12 @@ each callback below keeps one job: it decides in one method and its hooks only r
 
 Stateful callbacks have ``state_dict``/``load_state_dict`` so a resumed run continues exactly.
 """
+from __future__ import annotations
+
 import math
 import random
 import time
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 import paddle
@@ -18,8 +21,12 @@ from paddle.callbacks import Callback
 
 from utils.errors import ConfigError, check_int
 
+if TYPE_CHECKING:
+    from utils.training.checkpoint import CheckpointStore
+    from utils.training.optim import ClosedFormLR
 
-def seed_everything(seed):
+
+def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and Paddle (data order, augmentation, dropout)."""
     seed = int(seed) % (2**32)
     random.seed(seed)
@@ -27,7 +34,7 @@ def seed_everything(seed):
     paddle.seed(seed)
 
 
-def request_stop(model):
+def request_stop(model: paddle.Model) -> None:
     """Stop ``fit`` after the current batch.
 
     ``model.stop_training`` alone is read only at the end of an epoch. hapi's
@@ -51,7 +58,8 @@ class Progress(Callback):
 
     RANK_SEED_STRIDE = 1_000_003
 
-    def __init__(self, seed, total_epochs, steps_per_epoch, epochs_done=0, global_step=0, rank=0):
+    def __init__(self, seed: int, total_epochs: int, steps_per_epoch: int, epochs_done: int = 0, global_step: int = 0,
+                 rank: int = 0) -> None:
         super().__init__()
         self.seed = seed
         self.rank = rank
@@ -62,27 +70,28 @@ class Progress(Callback):
         self.epoch = epochs_done
         self.epoch_step = 0
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch = self.epochs_done
         self.epoch_step = 0
         seed_everything(self.seed + self.epoch + self.rank * self.RANK_SEED_STRIDE)
 
-    def on_train_batch_end(self, step, logs=None):
+    def on_train_batch_end(self, step: int, logs: dict | None = None) -> None:
         self.global_step += 1
         self.epoch_step += 1
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self.epoch_step >= self.steps_per_epoch:
             self.epochs_done = self.epoch + 1
 
     @property
-    def is_last_epoch(self):
+    def is_last_epoch(self) -> bool:
+        """True during the run's last epoch."""
         return self.epoch + 1 >= self.total_epochs
 
-    def state_dict(self):
+    def state_dict(self) -> dict:
         return {"epochs_done": self.epochs_done, "global_step": self.global_step}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: dict) -> None:
         self.epochs_done = int(state["epochs_done"])
         self.global_step = int(state["global_step"])
         self.epoch = self.epochs_done
@@ -99,7 +108,8 @@ class PeriodicEval(Callback):
         listeners: callbacks whose ``on_eval_end(logs)`` receives each result.
     """
 
-    def __init__(self, evaluate_fn, progress, every_epochs=1, every_iters=0, listeners=()):
+    def __init__(self, evaluate_fn: Callable[[], dict], progress: Progress, every_epochs: int = 1, every_iters: int = 0,
+                 listeners: Iterable[Callback] = ()) -> None:
         super().__init__()
         if every_epochs < 0 or every_iters < 0:
             raise ConfigError("Global.eval_every_epochs and Global.eval_every_iters must be >= 0")
@@ -111,19 +121,21 @@ class PeriodicEval(Callback):
         self.last_step = None
         self.history = []
 
-    def due_after_epoch(self):
+    def due_after_epoch(self) -> bool:
+        """True when the epoch that just ended is one to validate after."""
         p = self.progress
         return p.is_last_epoch or bool(self.every_epochs and (p.epoch + 1) % self.every_epochs == 0)
 
-    def on_train_batch_end(self, step, logs=None):
+    def on_train_batch_end(self, step: int, logs: dict | None = None) -> None:
         if self.every_iters and self.progress.global_step % self.every_iters == 0:
             self.run()
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self.model.stop_training or self.due_after_epoch():
             self.run()
 
-    def run(self):
+    def run(self) -> dict:
+        """Evaluate now (once per step) and hand the metrics to the listeners; returns them."""
         if self.last_step == self.progress.global_step:
             return self.history[-1]
         t0 = time.time()
@@ -136,7 +148,8 @@ class PeriodicEval(Callback):
         return logs
 
 
-def metric_value(logs, name, key):
+def metric_value(logs: dict, name: str, key: str) -> float:
+    """``logs[name]`` as float; a ConfigError naming ``key`` and the available metrics when it is missing."""
     if name not in logs:
         available = [k for k in logs if k not in ("epoch", "step", "samples", "eval_time")]
         raise ConfigError(f"{key}: no validation metric '{name}'; available: {', '.join(available)}")
@@ -146,7 +159,7 @@ def metric_value(logs, name, key):
 class BestTracker:
     """Best value so far of a metric; ``update`` says whether a value improves on it."""
 
-    def __init__(self, mode="max", min_delta=0.0):
+    def __init__(self, mode: str = "max", min_delta: float = 0.0) -> None:
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         if min_delta < 0:
@@ -155,7 +168,8 @@ class BestTracker:
         self.min_delta = min_delta
         self.best = None
 
-    def improves(self, value):
+    def improves(self, value: float) -> bool:
+        """True when ``value`` is finite and beats the best by more than ``min_delta``."""
         if not math.isfinite(value):
             return False
         if self.best is None:
@@ -164,7 +178,8 @@ class BestTracker:
             return value < self.best - self.min_delta
         return value > self.best + self.min_delta
 
-    def update(self, value):
+    def update(self, value: float) -> bool:
+        """Take ``value`` as the best when it improves on it; returns whether it did."""
         if self.improves(value):
             self.best = value
             return True
@@ -181,7 +196,7 @@ class EarlyStopping(Callback):
         min_delta: an improvement must beat the best by more than this.
     """
 
-    def __init__(self, monitor="acc", mode="max", patience=10, min_delta=0.0):
+    def __init__(self, monitor: str = "acc", mode: str = "max", patience: int = 10, min_delta: float = 0.0) -> None:
         super().__init__()
         check_int("EarlyStopping.patience", patience, 0)
         if mode not in ("min", "max"):
@@ -196,10 +211,11 @@ class EarlyStopping(Callback):
         self.stop_reason = None
 
     @property
-    def best(self):
+    def best(self) -> float | None:
+        """Best value of the monitored metric so far (None before the first evaluation)."""
         return self.tracker.best
 
-    def check(self, value, step=None):
+    def check(self, value: float, step: int | None = None) -> tuple[bool, str]:
         """Update with a new value; return (should_stop, reason)."""
         if not math.isfinite(value):
             return True, f"{self.monitor} is {value}: training diverged"
@@ -212,16 +228,16 @@ class EarlyStopping(Callback):
                           f"for {self.wait} evaluations (patience {self.patience})")
         return False, f"{self.monitor} {value:.4f} not better than {self.best:.4f} ({self.wait}/{self.patience})"
 
-    def on_eval_end(self, logs=None):
+    def on_eval_end(self, logs: dict | None = None) -> None:
         stop, reason = self.check(metric_value(logs, self.monitor, "EarlyStopping.monitor"), logs.get("step"))
         if stop:
             self.stop_reason = reason
             request_stop(self.model)
 
-    def state_dict(self):
+    def state_dict(self) -> dict:
         return {"best": self.best, "wait": self.wait, "best_step": self.best_step, "stop_reason": self.stop_reason}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: dict) -> None:
         self.tracker.best = state["best"]
         self.wait = int(state["wait"])
         self.best_step = state["best_step"]
@@ -231,33 +247,33 @@ class EarlyStopping(Callback):
 class LRStepper(Callback):
     """Steps the LR schedule once per training iteration and feeds it each validation result."""
 
-    def __init__(self, scheduler):
+    def __init__(self, scheduler: ClosedFormLR) -> None:
         super().__init__()
         self.scheduler = scheduler
 
-    def on_train_batch_end(self, step, logs=None):
+    def on_train_batch_end(self, step: int, logs: dict | None = None) -> None:
         self.scheduler.step()
 
-    def on_eval_end(self, logs=None):
+    def on_eval_end(self, logs: dict | None = None) -> None:
         self.scheduler.eval_step(logs)
 
 
 class StopOnNaN(Callback):
     """Stop at once when the training loss is NaN or Inf (Keras' TerminateOnNaN)."""
 
-    def __init__(self, progress):
+    def __init__(self, progress: Progress) -> None:
         super().__init__()
         self.progress = progress
         self.reason = None
 
-    def check(self, loss):
+    def check(self, loss: float) -> tuple[bool, str]:
         """Return (should_stop, reason) for a training loss value."""
         if math.isfinite(loss):
             return False, ""
         return True, (f"training loss is {loss} at step {self.progress.global_step} (epoch {self.progress.epoch + 1}): "
                       "lower Optimizer.lr, clip gradients (Optimizer.grad_clip) or check the inputs for NaN")
 
-    def on_train_batch_end(self, step, logs=None):
+    def on_train_batch_end(self, step: int, logs: dict | None = None) -> None:
         loss = logs.get("loss") if logs else None
         if loss is None:
             return
@@ -267,7 +283,8 @@ class StopOnNaN(Callback):
             request_stop(self.model)
 
 
-def weights_finite(network):
+def weights_finite(network: paddle.nn.Layer) -> bool:
+    """True when every parameter of ``network`` is finite (no NaN, no Inf)."""
     return all(bool(paddle.isfinite(p).all()) for p in network.parameters())
 
 
@@ -283,8 +300,8 @@ class Checkpointer(Callback):
             (identical on every rank) but write nothing.
     """
 
-    def __init__(self, store, progress, stateful, monitor="acc", mode="max", save_best=True,
-                 save_last=True, every_epochs=0, write=True):
+    def __init__(self, store: CheckpointStore, progress: Progress, stateful: dict, monitor: str = "acc", mode: str = "max",
+                 save_best: bool = True, save_last: bool = True, every_epochs: int = 0, write: bool = True) -> None:
         super().__init__()
         self.write = write
         self.store = store
@@ -297,7 +314,8 @@ class Checkpointer(Callback):
         self.every_epochs = every_epochs
         self.best_metrics = None
 
-    def training_state(self, finished=False):
+    def training_state(self, finished: bool = False) -> dict:
+        """The ``.pdstates`` content: every stateful object's state, this checkpointer's, ``finished``."""
         state = {name: obj.state_dict() for name, obj in self.stateful.items()}
         state["checkpointer"] = self.state_dict()
         state["finished"] = finished
@@ -309,13 +327,13 @@ class Checkpointer(Callback):
         self.store.save(name, self.model.network, self.model._optimizer, self.training_state(finished))
         return True
 
-    def on_eval_end(self, logs=None):
+    def on_eval_end(self, logs: dict | None = None) -> None:
         if self.tracker.update(metric_value(logs, self.monitor, "EarlyStopping.monitor")):
             self.best_metrics = {k: v for k, v in logs.items()}
             if self.save_best:
                 self._save("best_model")
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         p = self.progress
         if p.epoch_step < p.steps_per_epoch:
             return  # a stopped, partial epoch: on_train_end records it
@@ -324,14 +342,14 @@ class Checkpointer(Callback):
         if self.every_epochs and (p.epoch + 1) % self.every_epochs == 0:
             self._save(f"epoch_{p.epoch + 1}")
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict | None = None) -> None:
         if self.save_last:
             self._save("latest", finished=True)
 
-    def state_dict(self):
+    def state_dict(self) -> dict:
         return {"best": self.tracker.best, "best_metrics": self.best_metrics}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: dict) -> None:
         self.tracker.best = state["best"]
         self.best_metrics = state.get("best_metrics")
 
@@ -339,7 +357,8 @@ class Checkpointer(Callback):
 class ConsoleLogger(Callback):
     """One line every ``log_every`` iterations and one per validation."""
 
-    def __init__(self, progress, lr_fn, log_every=20, verbose=1, print_fn=print):
+    def __init__(self, progress: Progress, lr_fn: Callable[[], float], log_every: int = 20, verbose: int = 1,
+                 print_fn: Callable[..., None] = print) -> None:
         super().__init__()
         self.progress = progress
         self.lr_fn = lr_fn
@@ -349,10 +368,10 @@ class ConsoleLogger(Callback):
         self._t0 = None
         self._seen = 0
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._t0, self._seen = time.time(), 0
 
-    def on_train_batch_end(self, step, logs=None):
+    def on_train_batch_end(self, step: int, logs: dict | None = None) -> None:
         self._seen += int(logs.get("batch_size", 0))
         p = self.progress
         if self.verbose and p.global_step % self.log_every == 0:
@@ -363,7 +382,7 @@ class ConsoleLogger(Callback):
             self.print(f"epoch {p.epoch + 1}/{p.total_epochs} step {p.epoch_step}/{p.steps_per_epoch} "
                        f"loss {loss:.4f}{acc_s} lr {self.lr_fn():.3g} {speed:.0f} img/s")
 
-    def on_eval_end(self, logs=None):
+    def on_eval_end(self, logs: dict | None = None) -> None:
         if self.verbose:
             shown = " ".join(f"{k} {v:.4f}" for k, v in logs.items()
                              if k not in ("epoch", "step", "samples", "eval_time"))

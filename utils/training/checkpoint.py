@@ -6,6 +6,8 @@ one (``os.replace`` is atomic on POSIX), so a run killed mid-write leaves the pr
 checkpoint intact. The ``.pdstates`` file is renamed last: its presence marks a checkpoint
 whose weights and optimizer are complete.
 """
+from __future__ import annotations
+
 import json
 import os
 
@@ -26,7 +28,7 @@ def _atomic(path, write):
             os.remove(tmp)
 
 
-def save_json(obj, path):
+def save_json(obj: object, path: str) -> None:
     """Write JSON atomically."""
     def write(tmp):
         with open(tmp, "w", encoding="utf-8") as f:
@@ -37,24 +39,28 @@ def save_json(obj, path):
 class CheckpointStore:
     """Reads and writes named checkpoints in one run directory."""
 
-    def __init__(self, run_dir):
+    def __init__(self, run_dir: str) -> None:
         self.run_dir = run_dir
 
-    def prefix(self, name):
+    def prefix(self, name: str) -> str:
+        """Path of checkpoint ``name`` without its suffix (``RUN/best_model``)."""
         return os.path.join(self.run_dir, name)
 
-    def save(self, name, network, optimizer=None, state=None):
+    def save(self, name: str, network: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer | None = None,
+             state: dict | None = None) -> None:
+        """Write ``name``'s weights (``network`` is anything with ``state_dict()``), optimizer and state, state last."""
         p = self.prefix(name)
         _atomic(p + ".pdparams", lambda t: paddle.save(network.state_dict(), t))
         if optimizer is not None:
             _atomic(p + ".pdopt", lambda t: paddle.save(optimizer.state_dict(), t))
         save_json(state or {}, p + ".pdstates")
 
-    def exists(self, name):
+    def exists(self, name: str) -> bool:
+        """True when checkpoint ``name`` is complete (its weights and its ``.pdstates`` are there)."""
         return os.path.exists(self.prefix(name) + ".pdstates") and os.path.exists(self.prefix(name) + ".pdparams")
 
 
-def resolve_checkpoint(path, name="latest"):
+def resolve_checkpoint(path: str, name: str = "latest") -> str:
     """A run directory or a checkpoint prefix/file -> checkpoint prefix. Raises UserError."""
     if os.path.isdir(path):
         prefix = os.path.join(path, name)
@@ -71,7 +77,7 @@ def resolve_checkpoint(path, name="latest"):
     return path
 
 
-def load_weights(network, prefix):
+def load_weights(network: paddle.nn.Layer, prefix: str) -> None:
     """Load ``prefix.pdparams`` strictly: every parameter must be present with its shape."""
     state = paddle.load(prefix + ".pdparams")
     own = network.state_dict()
@@ -84,7 +90,8 @@ def load_weights(network, prefix):
     network.set_state_dict(state)
 
 
-def load_state(prefix):
+def load_state(prefix: str) -> dict:
+    """The ``.pdstates`` JSON of checkpoint ``prefix``; {} when there is none."""
     path = prefix + ".pdstates"
     if not os.path.exists(path):
         return {}
@@ -92,7 +99,8 @@ def load_state(prefix):
         return json.load(f)
 
 
-def load_optimizer(optimizer, prefix):
+def load_optimizer(optimizer: paddle.optimizer.Optimizer, prefix: str) -> bool:
+    """Load ``prefix.pdopt`` into ``optimizer`` (with its LR schedule); False when there is no such file."""
     if os.path.exists(prefix + ".pdopt"):
         optimizer.set_state_dict(paddle.load(prefix + ".pdopt"))
         return True

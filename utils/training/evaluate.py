@@ -6,12 +6,19 @@ hapi's ``Model.evaluate`` reports the *last batch's* loss as the eval loss (its
 with a 256 batch would report the loss of the final 136 images. We average over all
 samples instead, weighting each batch by its size.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable, Sequence
+
 import numpy as np
 import paddle
 
+if TYPE_CHECKING:
+    from utils.data import DataBundle
+
 
 @paddle.no_grad()
-def predict(network, loader):
+def predict(network: paddle.nn.Layer, loader: Iterable) -> tuple[np.ndarray, np.ndarray]:
     """Run ``network`` in eval mode over ``loader``; return (logits [N,C], labels [N]) as numpy."""
     was_training = network.training
     network.eval()
@@ -31,12 +38,13 @@ def predict(network, loader):
     return np.concatenate(logits), labels if labels.dtype.kind == "f" else labels.astype(np.int64)
 
 
-def log_softmax(logits):
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Log-softmax over axis 1 (numerically stable, in the dtype of ``logits``)."""
     z = logits - logits.max(axis=1, keepdims=True)
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
-def softmax(logits):
+def softmax(logits: np.ndarray) -> np.ndarray:
     """Softmax over the last axis (float64, numerically stable)."""
     z = np.asarray(logits, np.float64)
     z = z - z.max(axis=-1, keepdims=True)
@@ -44,12 +52,12 @@ def softmax(logits):
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def metric_names(topk):
+def metric_names(topk: Iterable[int]) -> list[str]:
     """Names of the accuracy metrics: top-1 is 'acc', others 'acc_topK'."""
     return ["acc" if k == 1 else f"acc_top{k}" for k in topk]
 
 
-def summarize(logits, labels, topk=(1,), label_smoothing=0.0):
+def summarize(logits: np.ndarray, labels: np.ndarray, topk: Sequence[int] = (1,), label_smoothing: float = 0.0) -> dict:
     """Loss and top-k accuracies from logits and integer labels.
 
     The loss matches the training loss (cross-entropy with the same label smoothing),
@@ -78,19 +86,21 @@ class RegressionMetrics:
     mapping both back with ``value * target_std + target_mean``: always in target units.
     """
 
-    def __init__(self, loss="mse", target_mean=None, target_std=None):
+    def __init__(self, loss: str = "mse", target_mean: float | None = None, target_std: float | None = None) -> None:
         self.loss = loss
         self.target_mean = 0.0 if target_mean is None else float(target_mean)
         self.target_std = 1.0 if target_std is None else float(target_std)
 
     @classmethod
-    def from_bundle(cls, cfg, bundle):
+    def from_bundle(cls, cfg: dict, bundle: DataBundle) -> RegressionMetrics:
+        """The metrics of ``Loss.name`` with the bundle's target normalization."""
         return cls(cfg["Loss"]["name"], bundle.target_mean, bundle.target_std)
 
-    def denormalize(self, values):
+    def denormalize(self, values: np.ndarray) -> np.ndarray:
+        """Values in training units -> target units (float64, flattened)."""
         return np.asarray(values, np.float64).reshape(-1) * self.target_std + self.target_mean
 
-    def __call__(self, preds, targets):
+    def __call__(self, preds: np.ndarray, targets: np.ndarray) -> dict:
         from utils.training.optim import regression_loss_np
 
         n = len(np.asarray(targets).reshape(-1))
@@ -101,7 +111,7 @@ class RegressionMetrics:
                 "mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err * err).mean())), "samples": int(n)}
 
 
-def confusion_matrix(logits, labels, num_classes):
+def confusion_matrix(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
     """Rows: true class, columns: predicted class."""
     pred = logits.argmax(axis=1)
     cm = np.zeros((num_classes, num_classes), np.int64)
@@ -109,14 +119,14 @@ def confusion_matrix(logits, labels, num_classes):
     return cm
 
 
-def per_class_accuracy(cm):
+def per_class_accuracy(cm: np.ndarray) -> np.ndarray:
     """Recall of each class (diagonal / row sum); NaN for a class with no samples."""
     rows = cm.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(rows > 0, np.diag(cm) / np.maximum(rows, 1), np.nan)
 
 
-def evaluate(network, loader, topk=(1,), label_smoothing=0.0):
+def evaluate(network: paddle.nn.Layer, loader: Iterable, topk: Sequence[int] = (1,), label_smoothing: float = 0.0) -> dict:
     """Mean loss and top-k accuracies of ``network`` over ``loader``."""
     logits, labels = predict(network, loader)
     return summarize(logits, labels, topk, label_smoothing)
@@ -139,7 +149,8 @@ class LastEval:
             targets in training units.
     """
 
-    def __init__(self, network, loader, topk=(1,), label_smoothing=0.0, regression=None):
+    def __init__(self, network: paddle.nn.Layer, loader: Iterable, topk: Iterable[int] = (1,), label_smoothing: float = 0.0,
+                 regression: RegressionMetrics | None = None) -> None:
         self.network = network
         self.loader = loader
         self.topk = tuple(topk)
@@ -149,7 +160,8 @@ class LastEval:
         self.labels = None
         self.calls = 0
 
-    def __call__(self):
+    def __call__(self) -> dict:
+        """One pass over the loader: its metrics; ``logits``/``labels`` keep its outputs."""
         self.logits, self.labels = predict(self.network, self.loader)
         self.calls += 1
         if self.regression is not None:

@@ -41,6 +41,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from utils.errors import ConfigError
+from utils.schedules import get_schedule, require
 
 __all__ = ["ClosedFormLR", "build_lr_scheduler", "schedule_warnings", "build_optimizer",
            "build_loss", "SmoothedCrossEntropy", "RegressionLoss", "regression_loss_np", "current_lr"]
@@ -48,42 +49,13 @@ __all__ = ["ClosedFormLR", "build_lr_scheduler", "schedule_warnings", "build_opt
 
 # ----------------------------------------------------------------------------- validation helpers
 
-def _require(ok, key, value, what):
-    if not ok:
-        raise ConfigError(f"{key}: {value!r} is invalid, it must be {what}")
-
-
 def _check_schedule_cfg(s, o):
-    name = s["name"]
-    _require(o["lr"] >= 0, "Optimizer.lr", o["lr"], ">= 0")
-    _require(s["warmup_epochs"] >= 0, "LRScheduler.warmup_epochs", s["warmup_epochs"], ">= 0")
-    _require(s["warmup_start_lr"] >= 0, "LRScheduler.warmup_start_lr", s["warmup_start_lr"], ">= 0")
-    if name == "step":
-        _require(s["step_size"] > 0, "LRScheduler.step_size", s["step_size"], "> 0 (epochs)")
-    if name in ("step", "multistep", "exponential"):
-        _require(s["gamma"] > 0, "LRScheduler.gamma", s["gamma"], "> 0")
-    if name == "inverse_time":
-        _require(s["gamma"] >= 0, "LRScheduler.gamma", s["gamma"], ">= 0")
-    if name == "multistep":
-        ms = s["milestones"]
-        _require(isinstance(ms, list) and all(isinstance(m, numbers.Real) and not isinstance(m, bool)
-                                             and m >= 0 for m in ms),
-                 "LRScheduler.milestones", ms, "a list of epoch numbers >= 0, e.g. [30, 60, 90]")
-    if name == "cosine":
-        _require(s["eta_min"] >= 0, "LRScheduler.eta_min", s["eta_min"], ">= 0")
-    if name in ("polynomial", "onecycle"):
-        _require(s["end_lr"] >= 0, "LRScheduler.end_lr", s["end_lr"], ">= 0")
-    if name == "polynomial":
-        _require(s["power"] > 0, "LRScheduler.power", s["power"], "> 0")
-    if name == "onecycle":
-        _require(0 < s["pct_start"] < 1, "LRScheduler.pct_start", s["pct_start"], "between 0 and 1 (exclusive)")
-        _require(s["div_factor"] > 0, "LRScheduler.div_factor", s["div_factor"], "> 0")
-    if name == "plateau":
-        _require(0 < s["factor"] < 1, "LRScheduler.factor", s["factor"], "between 0 and 1 (exclusive)")
-        _require(s["patience"] >= 0, "LRScheduler.patience", s["patience"], ">= 0")
-        _require(s["cooldown"] >= 0, "LRScheduler.cooldown", s["cooldown"], ">= 0")
-        _require(s["threshold"] >= 0, "LRScheduler.threshold", s["threshold"], ">= 0")
-        _require(s["min_lr"] >= 0, "LRScheduler.min_lr", s["min_lr"], ">= 0")
+    require(o["lr"] >= 0, "Optimizer.lr", o["lr"], ">= 0")
+    require(s["warmup_epochs"] >= 0, "LRScheduler.warmup_epochs", s["warmup_epochs"], ">= 0")
+    require(s["warmup_start_lr"] >= 0, "LRScheduler.warmup_start_lr", s["warmup_start_lr"], ">= 0")
+    check = get_schedule(s["name"]).check
+    if check is not None:
+        check(s)
 
 
 def _scalar(value):
@@ -112,8 +84,7 @@ class ClosedFormLR(paddle.optimizer.lr.LRScheduler):
     STATE_KEYS = ("last_epoch", "last_lr", "plateau_scale", "best", "num_bad", "cooldown_counter")
 
     def __init__(self, name, base_lr, steps_per_epoch, epochs, params):
-        if name not in SCHEDULE_FUNCS and name != "plateau":
-            raise ConfigError(f"LRScheduler.name: unknown schedule {name!r}")
+        self.schedule = get_schedule(name)
         self.name = name
         self.steps_per_epoch = int(steps_per_epoch)
         self.epochs = int(epochs)
@@ -134,9 +105,7 @@ class ClosedFormLR(paddle.optimizer.lr.LRScheduler):
     # -- the schedule
     def _main(self, s):
         """LR of the main schedule ``s`` iterations after warmup (s >= 0)."""
-        if self.name == "plateau":
-            return max(self.base_lr * self.plateau_scale, self.p["min_lr"])
-        return SCHEDULE_FUNCS[self.name](self, s)
+        return self.schedule.lr(self, s)
 
     def lr_at(self, t):
         """LR used by training iteration ``t`` (0-based global iteration); pure, no side effects."""
@@ -229,55 +198,6 @@ class ClosedFormLR(paddle.optimizer.lr.LRScheduler):
                 f"epochs={self.epochs}, warmup_steps={self.warmup_steps}, iteration={self.last_epoch})")
 
 
-def _constant(sch, s):
-    return sch.base_lr
-
-
-def _step(sch, s):
-    every = max(1, int(round(sch.p["step_size"] * sch.steps_per_epoch)))
-    return sch.base_lr * sch.p["gamma"] ** (s // every)
-
-
-def _multistep(sch, s):
-    bounds = [int(round(m * sch.steps_per_epoch)) for m in sch.p["milestones"]]
-    return sch.base_lr * sch.p["gamma"] ** sum(1 for b in bounds if s >= b)
-
-
-def _exponential(sch, s):
-    return sch.base_lr * sch.p["gamma"] ** (s / sch.steps_per_epoch)
-
-
-def _inverse_time(sch, s):
-    return sch.base_lr / (1.0 + sch.p["gamma"] * s / sch.steps_per_epoch)
-
-
-def _cosine(sch, s):
-    lo, T = sch.p["eta_min"], sch.main_steps
-    return lo + (sch.base_lr - lo) * (1.0 + math.cos(math.pi * min(s, T) / T)) / 2.0
-
-
-def _polynomial(sch, s):
-    lo, T = sch.p["end_lr"], sch.main_steps
-    return lo + (sch.base_lr - lo) * (1.0 - min(s, T) / T) ** sch.p["power"]
-
-
-def _onecycle(sch, s):
-    """Cosine rise from lr/div_factor to lr over pct_start of the run, cosine fall to end_lr
-    (Paddle's OneCycleLR anneal_strategy='cos', two phases); the peak is at s = pct_start*T."""
-    T = sch.main_steps
-    peak, start, end = sch.base_lr, sch.base_lr / sch.p["div_factor"], sch.p["end_lr"]
-    up = sch.p["pct_start"] * T
-    s = min(s, T)
-    if s <= up:
-        return start + (peak - start) * (1.0 - math.cos(math.pi * s / up)) / 2.0
-    return end + (peak - end) * (1.0 + math.cos(math.pi * (s - up) / (T - up))) / 2.0
-
-
-SCHEDULE_FUNCS = {"constant": _constant, "step": _step, "multistep": _multistep,
-                  "exponential": _exponential, "inverse_time": _inverse_time, "cosine": _cosine,
-                  "polynomial": _polynomial, "onecycle": _onecycle}
-
-
 def build_lr_scheduler(cfg, steps_per_epoch, epochs):
     """The LR schedule for ``epochs`` epochs of ``steps_per_epoch`` iterations.
 
@@ -364,19 +284,19 @@ def build_optimizer(cfg, parameters, scheduler):
     if parameters and isinstance(parameters[0], dict):
         raise ValueError("parameter groups are not supported (hapi rejects them); use "
                          "paddle.ParamAttr(learning_rate=...) for per-parameter LR multipliers")
-    _require(o["weight_decay"] >= 0, "Optimizer.weight_decay", o["weight_decay"], ">= 0")
-    _require(o["epsilon"] > 0, "Optimizer.epsilon", o["epsilon"], "> 0")
+    require(o["weight_decay"] >= 0, "Optimizer.weight_decay", o["weight_decay"], ">= 0")
+    require(o["epsilon"] > 0, "Optimizer.epsilon", o["epsilon"], "> 0")
     if name in ("Momentum", "RMSProp"):
-        _require(0 <= o["momentum"] < 1, "Optimizer.momentum", o["momentum"], "in [0, 1)")
+        require(0 <= o["momentum"] < 1, "Optimizer.momentum", o["momentum"], "in [0, 1)")
     if name in ("Adam", "AdamW"):
-        _require(0 <= o["beta1"] < 1, "Optimizer.beta1", o["beta1"], "in [0, 1)")
-        _require(0 <= o["beta2"] < 1, "Optimizer.beta2", o["beta2"], "in [0, 1)")
+        require(0 <= o["beta1"] < 1, "Optimizer.beta1", o["beta1"], "in [0, 1)")
+        require(0 <= o["beta2"] < 1, "Optimizer.beta2", o["beta2"], "in [0, 1)")
     if name in ("RMSProp", "Adadelta"):
-        _require(0 < o["rho"] < 1, "Optimizer.rho", o["rho"], "in (0, 1)")
+        require(0 < o["rho"] < 1, "Optimizer.rho", o["rho"], "in (0, 1)")
 
     clip = None
     if o["grad_clip"] is not None:
-        _require(o["clip_value"] > 0, "Optimizer.clip_value", o["clip_value"], "> 0")
+        require(o["clip_value"] > 0, "Optimizer.clip_value", o["clip_value"], "> 0")
         c = float(o["clip_value"])
         clip = {"value": lambda: nn.ClipGradByValue(max=c),
                 "norm": lambda: nn.ClipGradByNorm(clip_norm=c),
@@ -480,5 +400,5 @@ def build_loss(cfg, num_classes):
     if lcfg["name"] != "CrossEntropy":
         raise ConfigError(f"Loss.name: unknown loss {lcfg['name']!r}")
     eps = lcfg["label_smoothing"]
-    _require(0 <= eps < 1, "Loss.label_smoothing", eps, "in [0, 1)")
+    require(0 <= eps < 1, "Loss.label_smoothing", eps, "in [0, 1)")
     return SmoothedCrossEntropy(eps, num_classes)

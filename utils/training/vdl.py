@@ -27,8 +27,6 @@ trainer gives ``PeriodicEval``; it keeps the logits of its last pass and the log
 """
 import json
 import math
-import os
-import time
 
 import numpy as np
 import paddle
@@ -473,38 +471,3 @@ def build_logger(cfg, writer, progress, lr_fn, eval_source=None, bundle=None, be
         histograms_every_epochs=v["histograms_every_epochs"], sample_images=v["sample_images"] if classes else 0,
         confidence_histogram=v["confidence_histogram"] and classes, pr_curves=v["pr_curves"] and classes,
         hparams=run_hparams(cfg) if v["hparams"] else None, best_fn=best_fn)
-
-
-# ----------------------------------------------------------------------------- the log file
-
-LOG_PREFIX = "vdlrecords."
-
-
-def log_files(run_dir):
-    """The run's VisualDL log files, oldest first (the server shows the newest one per directory)."""
-    return sorted(os.path.join(run_dir, f) for f in os.listdir(run_dir) if f.startswith(LOG_PREFIX))
-
-
-def open_writer(run_dir):
-    """A ``LogWriter`` on the run's log file: its existing one on resume, so the run stays one log."""
-    from visualdl import LogWriter
-
-    existing = log_files(run_dir)
-    name = os.path.basename(existing[-1]) if existing else f"{LOG_PREFIX}{int(time.time())}.log"
-    return LogWriter(logdir=run_dir, file_name=name, flush_secs=10)
-
-
-def read_scalars(files, tags=None):
-    """{tag: [(step, value)] sorted by step} of the scalars in ``files`` (all tags, or ``tags``).
-
-    A step logged twice (a resumed run appends to its log) keeps the later value.
-    """
-    from visualdl import LogReader
-
-    merged = {}
-    for f in files:
-        reader = LogReader(file_path=f)
-        for tag in reader.get_tags().get("scalar", []):
-            if tags is None or tag in tags:
-                merged.setdefault(tag, {}).update((int(r.id), float(r.value)) for r in reader.get_data("scalar", tag))
-    return {tag: sorted(d.items()) for tag, d in merged.items() if d}

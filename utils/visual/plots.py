@@ -1,4 +1,4 @@
-"""Matplotlib helpers for :mod:`utils.visual.visualize`: exact-size figures, image panels, smoothing.
+"""Matplotlib helpers for the pictures of :mod:`utils.visual`: exact-size figures, image panels, smoothing.
 
 Figures are built with the object-oriented API (``matplotlib.figure.Figure``), never pyplot:
 no global figure registry to leak memory in a long test session, and no GUI backend is
@@ -9,6 +9,8 @@ on a headless server.
 Sizes are given in pixels at a fixed :data:`DPI` and saved without ``bbox_inches='tight'``
 (which would crop to the content), so a PNG's size is a known function of its layout.
 """
+from __future__ import annotations
+
 import os
 import sys
 
@@ -18,15 +20,17 @@ if "matplotlib.pyplot" not in sys.modules:
     matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure, SubFigure  # noqa: E402
+from matplotlib.image import AxesImage  # noqa: E402
 
 DPI = 100
 WRONG = "#d62728"      # red: wrong predictions
 RIGHT = "#222222"      # near-black: right predictions
-SMOOTHING = 0.6        # VisualDL's default EMA weight for scalar curves
+SMOOTHING = 0.6        # VisualDL's default smoothing weight for scalar curves
 
 
-def new_figure(width_px, height_px, layout="constrained"):
+def new_figure(width_px: int, height_px: int, layout: str | None = "constrained") -> Figure:
     """A figure of exactly ``width_px`` x ``height_px`` pixels when saved with :func:`save`.
 
     Args:
@@ -37,7 +41,7 @@ def new_figure(width_px, height_px, layout="constrained"):
     return Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI, layout=layout)
 
 
-def save(fig, path):
+def save(fig: Figure, path: str) -> tuple[int, int]:
     """Write ``fig`` as a PNG at :data:`DPI` (parent folders created); returns (width, height) in pixels."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -46,11 +50,11 @@ def save(fig, path):
     return int(round(w)), int(round(h))
 
 
-def ema(values, weight=SMOOTHING):
+def smooth(values: np.ndarray | list[float], weight: float = SMOOTHING) -> np.ndarray:
     """Debiased exponential moving average, as VisualDL and TensorBoard smooth scalars.
 
     The running average starts at 0, so early points are divided by ``1 - weight ** (i + 1)``
-    (the bias correction); without it the first ~5 points of a 0.6 EMA would sit far below the data.
+    (the bias correction); without it the first ~5 points of a 0.6 average would sit far below the data.
     """
     values = np.asarray(values, np.float64)
     out = np.empty_like(values)
@@ -61,7 +65,7 @@ def ema(values, weight=SMOOTHING):
     return out
 
 
-def denormalize(chw, mean=None, std=None):
+def denormalize(chw: np.ndarray, mean: tuple | None = None, std: tuple | None = None) -> np.ndarray:
     """A network input [C, H, W] back to an HWC float image in [0, 1].
 
     Args:
@@ -78,7 +82,7 @@ def denormalize(chw, mean=None, std=None):
     return np.clip(x.transpose(1, 2, 0), 0.0, 1.0)
 
 
-def show_image(ax, img, title=None, color=None, fontsize=8):
+def show_image(ax: Axes, img: np.ndarray, title: str | None = None, color: str | None = None, fontsize: int = 8) -> None:
     """Draw an HWC (or HW) image without axes: gray colormap for one channel, RGB otherwise.
 
     uint8 images are shown on 0..255, float images on 0..1, so a dark image stays dark
@@ -98,7 +102,8 @@ def show_image(ax, img, title=None, color=None, fontsize=8):
         ax.set_title(title, fontsize=fontsize, **({"color": color} if color else {}))
 
 
-def show_map(ax, values, title=None, cmap="viridis", symmetric=False, fontsize=8, colorbar=False):
+def show_map(ax: Axes, values: np.ndarray, title: str | None = None, cmap: str = "viridis", symmetric: bool = False,
+             fontsize: int = 8, colorbar: bool = False) -> AxesImage:
     """Draw a 2-D array as a heatmap without ticks; ``symmetric`` centres a diverging map on 0."""
     values = np.asarray(values, np.float32)
     kw = {}
@@ -115,24 +120,24 @@ def show_map(ax, values, title=None, cmap="viridis", symmetric=False, fontsize=8
     return im
 
 
-def off(axes):
+def off(axes: np.ndarray) -> None:
     """Hide unused axes of a grid."""
     for ax in np.ravel(axes):
         ax.set_axis_off()
 
 
-def grid(fig, rows, cols):
+def grid(fig: Figure | SubFigure, rows: int, cols: int) -> np.ndarray:
     """``rows`` x ``cols`` axes as a 2-D array (also for 1 x 1)."""
     return np.array(fig.subplots(rows, cols, squeeze=False))
 
 
-def short(text, n=14):
+def short(text: object, n: int = 14) -> str:
     """Truncate a label to ``n`` characters with an ellipsis (long class names overflow panels)."""
     text = str(text)
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def mosaic(tiles, cols, gap=2, min_side=16):
+def mosaic(tiles: np.ndarray, cols: int, gap: int = 2, min_side: int = 16) -> np.ndarray:
     """Tile same-size RGB images [N, h, w, 3] into one image with white gaps.
 
     Tiles smaller than ``min_side`` pixels are enlarged by an integer factor (nearest) first,
@@ -151,7 +156,7 @@ def mosaic(tiles, cols, gap=2, min_side=16):
     return out
 
 
-def evenly_spaced(items, k):
+def evenly_spaced(items: list, k: int) -> list:
     """At most ``k`` items spread over the whole list, first and last included."""
     items = list(items)
     if len(items) <= k:

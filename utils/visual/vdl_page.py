@@ -15,6 +15,9 @@ What VisualDL 2.5.3 was seen to do (see also ../shared/PADDLE_NOTES.md):
   canvas, its title is drawn inside it (not in the DOM), so charts are counted as canvases
   and the tags they show are read from the API requests the page makes.
 """
+from __future__ import annotations
+
+import json
 import os
 import shutil
 import socket
@@ -25,8 +28,15 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from typing import TYPE_CHECKING, Callable
+
+from PIL import Image
 
 from utils.errors import UserError
+from utils.visual.common import PlotResult
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Playwright
 
 # Flags a root, display-less, offline machine needs: without the background-networking ones
 # Chromium keeps opening connections that this sandbox refuses, many at a time.
@@ -34,14 +44,14 @@ CHROMIUM_ARGS = ("--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-background-networking", "--disable-component-update", "--disable-sync")
 
 
-def free_port(host="127.0.0.1"):
+def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nothing listens on right now (the OS picks it)."""
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
 
 
-def find_chromium():
+def find_chromium() -> str | None:
     """Path of a Chromium/Chrome executable: ``$CHROMIUM`` first, then the usual names; None if absent."""
     env = os.environ.get("CHROMIUM")
     if env:
@@ -53,7 +63,7 @@ def find_chromium():
     return None
 
 
-def _get(url, timeout=5.0):
+def _get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
     with urllib.request.urlopen(url, timeout=timeout) as r:
         return r.status, r.read()
 
@@ -72,7 +82,8 @@ class VisualDLServer:
         start_timeout: seconds to wait for ``/alive``.
     """
 
-    def __init__(self, logdir, host="127.0.0.1", port=None, language="en", start_timeout=60.0):
+    def __init__(self, logdir: str, host: str = "127.0.0.1", port: int | None = None, language: str = "en",
+                 start_timeout: float = 60.0) -> None:
         if not os.path.isdir(logdir):
             raise UserError(f"{logdir}: no such log directory (pass a run directory or the output folder)")
         self.logdir = logdir
@@ -84,20 +95,24 @@ class VisualDLServer:
         self.log_path = None
 
     @property
-    def url(self):
+    def url(self) -> str:
+        """The server's base address, ``http://HOST:PORT``."""
         return f"http://{self.host}:{self.port}"
 
     @property
-    def pid(self):
+    def pid(self) -> int | None:
+        """The server process's id while it runs (None before :meth:`start`)."""
         return self.proc.pid if self.proc else None
 
-    def command(self):
+    def command(self) -> list[str]:
+        """The ``visualdl`` command line that serves :attr:`logdir`."""
         # The console script's own interpreter: `python -m visualdl` is not a module entry point.
         exe = shutil.which("visualdl") or os.path.join(os.path.dirname(sys.executable), "visualdl")
         return [exe, "--logdir", self.logdir, "--host", self.host, "--port", str(self.port),
                 "--language", self.language]
 
-    def start(self):
+    def start(self) -> VisualDLServer:
+        """Start the server and wait for ``/alive``; a UserError when it exits or does not answer in time."""
         fd, self.log_path = tempfile.mkstemp(prefix="visualdl-", suffix=".log")
         with os.fdopen(fd, "w") as log:
             self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
@@ -114,7 +129,7 @@ class VisualDLServer:
         self.stop()
         raise UserError(f"visualdl did not answer on {self.url} within {self.start_timeout:.0f}s (log: {self.log_path})")
 
-    def stop(self):
+    def stop(self) -> int | None:
         """Stop the server by its PID; returns its exit code."""
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None
@@ -126,10 +141,8 @@ class VisualDLServer:
             self.proc.wait()
         return self.proc.returncode
 
-    def api(self, path, **params):
+    def api(self, path: str, **params: str) -> dict:
         """GET ``/app/api/<path>`` and return its ``data`` field (the VisualDL API wraps every answer)."""
-        import json
-
         query = ("?" + urllib.parse.urlencode(params)) if params else ""
         status, body = _get(f"{self.url}/app/api/{path}{query}")
         answer = json.loads(body)
@@ -137,32 +150,33 @@ class VisualDLServer:
             raise RuntimeError(f"VisualDL API {path}: {answer.get('msg')}")
         return answer["data"]
 
-    def __enter__(self):
+    def __enter__(self) -> VisualDLServer:
         return self.start()
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.stop()
         if self.log_path and os.path.exists(self.log_path):
             os.remove(self.log_path)
 
 
-def _launch(playwright, chromium):
+def _launch(playwright: Playwright, chromium: str) -> Browser:
     return playwright.chromium.launch(executable_path=chromium, args=list(CHROMIUM_ARGS))
 
 
-def _need_browser():
+def _need_browser() -> tuple[str, Callable]:
     chromium = find_chromium()
     if chromium is None:
         raise UserError("no Chromium found: install it (Debian/Ubuntu: apt-get install chromium) or set CHROMIUM=/path/to/chrome")
     try:
-        from playwright.sync_api import sync_playwright
+        from playwright.sync_api import sync_playwright  # optional and heavy: only the visualdl command needs it
     except ImportError:
         raise UserError("the Python package playwright is missing: pip install playwright "
                         "(its browser download is not needed, the system Chromium is used)") from None
     return chromium, sync_playwright
 
 
-def scalar_page(server, screenshot=None, groups=("train", "eval"), width=1400, height=900, timeout=30.0):
+def scalar_page(server: VisualDLServer, screenshot: str | None = None, groups: tuple[str, ...] = ("train", "eval"),
+                width: int = 1400, height: int = 900, timeout: float = 30.0) -> dict:
     """Open the server's scalar page, expand ``groups``, and report what the page shows.
 
     Args:
@@ -217,7 +231,8 @@ def scalar_page(server, screenshot=None, groups=("train", "eval"), width=1400, h
             "screenshot": screenshot}
 
 
-def image_page(server, screenshot=None, width=1400, height=900, timeout=30.0):
+def image_page(server: VisualDLServer, screenshot: str | None = None, width: int = 1400, height: int = 900,
+               timeout: float = 30.0) -> dict:
     """Open the server's image (samples) page; report the images it displays with their natural size.
 
     Returns:
@@ -244,7 +259,8 @@ def image_page(server, screenshot=None, width=1400, height=900, timeout=30.0):
     return {"images": [tuple(i) for i in images], "screenshot": screenshot}
 
 
-def screenshot(logdir, out, page="scalar", groups=("train", "eval"), width=1400):
+def screenshot(logdir: str, out: str, page: str = "scalar", groups: tuple[str, ...] | list[str] = ("train", "eval"),
+               width: int = 1400) -> PlotResult:
     """Serve ``logdir`` with VisualDL, open ``page`` in headless Chromium and save a full-page PNG.
 
     Args:
@@ -256,12 +272,8 @@ def screenshot(logdir, out, page="scalar", groups=("train", "eval"), width=1400)
         width: viewport width in CSS pixels (the height follows the page).
 
     Returns:
-        :class:`utils.visual.visualize.PlotResult`: panels = charts (scalar) or images (image) shown.
+        :class:`utils.visual.common.PlotResult`: panels = charts (scalar) or images (image) shown.
     """
-    from PIL import Image
-
-    from utils.visual.visualize import PlotResult
-
     _need_browser()
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with VisualDLServer(logdir) as server:
