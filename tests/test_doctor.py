@@ -1,5 +1,5 @@
 """The training doctor: every rule on scripted sequences, the live callback, the broken-run suite
-(issue #3 section 4) on small fast runs, offline diagnosis of a run directory and its tool."""
+on small fast runs, offline diagnosis of a run directory and its tool."""
 import json
 import math
 import os

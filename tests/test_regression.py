@@ -1,4 +1,4 @@
-"""Regression tasks (issue #6): Global.task, mse/smooth_l1, the diabetes table, target normalization,
+"""Regression tasks: Global.task, mse/smooth_l1, the diabetes table, target normalization,
 MAE/RMSE in target units, early stopping on them, the doctor's finding on raw targets, the eval and
 visualize tools on a regression run."""
 import json

@@ -14,7 +14,7 @@ from PIL import Image
 from utils.config import load_config
 from utils.errors import ConfigError
 from utils.trainer import train
-from utils.training import vdl
+from utils.training import evaluate, vdl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,18 +58,18 @@ def nonzero_count(hist, edges):
 def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("vdl")
     passes = []
-    real_predict = vdl.predict
+    real_predict = evaluate.predict  # every pass over a loader goes through it
 
     def counting_predict(*a, **k):
         passes.append(1)
         return real_predict(*a, **k)
 
-    vdl.predict = counting_predict  # module scope: monkeypatch is function-scoped
+    evaluate.predict = counting_predict  # module scope: monkeypatch is function-scoped
     try:
         on = train(cfg_for(out, "Global.run_name=on"), print_fn=lambda *a: None)
         on_passes = len(passes)
     finally:
-        vdl.predict = real_predict
+        evaluate.predict = real_predict
     off = train(cfg_for(out, "Global.run_name=off", *OFF), print_fn=lambda *a: None)
     return {"on": on, "off": off, "on_passes": on_passes, "cfg": cfg_for(out)}
 

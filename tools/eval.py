@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from utils.config import add_override_arg  # noqa: E402
 from utils.errors import run_tool  # noqa: E402
-from utils.runs import open_run  # noqa: E402  (no paddle import: open_run sets the threads first)
+from utils.runs import evaluate_run, format_report, open_run  # noqa: E402  (no paddle import: open_run sets the threads first)
 
 
 def parse_args(argv=None):
@@ -30,8 +30,7 @@ def main(argv=None):
     args = parse_args(argv)
     run = open_run(args.run, args.checkpoint, args.config, args.override)
 
-    from utils.runs import evaluate_run, format_report
-    from utils.training.checkpoint import save_json
+    from utils.training.checkpoint import save_json  # imports paddle: after the thread count is set
 
     report = evaluate_run(run.cfg, run.checkpoint, args.split)
     print(format_report(report))

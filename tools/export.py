@@ -13,12 +13,11 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from utils.config import add_override_arg  # noqa: E402
+from utils.deploy import PADDLEX_MODEL_NAME, PARITY_IMAGES, export_run  # noqa: E402
 from utils.errors import run_tool  # noqa: E402  (no paddle import: open_run sets the threads first)
 
 
 def parse_args(argv=None):
-    from utils.deploy import PADDLEX_MODEL_NAME, PARITY_IMAGES
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run", help="run directory, or a checkpoint prefix/file inside one")
     p.add_argument("--checkpoint", default="best_model", help="checkpoint name in the run directory (best_model, latest, epoch_N)")
@@ -38,7 +37,6 @@ def parse_args(argv=None):
 @run_tool
 def main(argv=None):
     args = parse_args(argv)
-    from utils.deploy import export_run
 
     info = export_run(args.run, args.checkpoint, args.out, args.config, args.override,
                       model_name=args.model_name, softmax=not args.logits, check_images=args.check)

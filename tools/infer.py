@@ -12,6 +12,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from utils.build import configure_threads  # noqa: E402
+from utils.deploy import Predictor, collect_inputs, format_table  # noqa: E402
 from utils.errors import UserError, run_tool  # noqa: E402
 
 
@@ -36,10 +38,8 @@ def main(argv=None):
         raise UserError(f"--topk must be >= 1, got {args.topk}")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
-    from utils.build import configure_threads
 
     threads = configure_threads(args.threads)  # before paddle is imported
-    from utils.deploy import Predictor, collect_inputs, format_table
 
     items = collect_inputs(args.inputs)
     predictor = Predictor(args.model, threads=args.threads or threads, mkldnn=args.mkldnn, device=args.device)
@@ -47,7 +47,7 @@ def main(argv=None):
     labels = [lab for _, lab in items]
     print(format_table(results, labels, predictor.class_names))
     if args.json:
-        from utils.training.checkpoint import save_json
+        from utils.training.checkpoint import save_json  # imports paddle: after the thread count is set
 
         for r, lab in zip(results, labels):
             if lab is not None:

@@ -16,8 +16,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from utils.build import configure_threads, select_device  # noqa: E402
 from utils.config import add_override_arg, load_config  # noqa: E402  (no paddle import: threads are set first)
-from utils.errors import UserError, run_tool  # noqa: E402
+from utils.errors import UserError, did_you_mean, run_tool  # noqa: E402
+from utils.studies import init_study as st  # noqa: E402
 
 INITS = ("default", "xavier", "kaiming", "normal")
 
@@ -43,8 +45,6 @@ def parse_args(argv=None):
 
 def check_args(args):
     if args.init is not None and args.init not in INITS:
-        from utils.errors import did_you_mean
-
         raise UserError(f"--init {args.init}: unknown init{did_you_mean(args.init, INITS)}; choose one of "
                         f"{', '.join(INITS)}")
     for name in ("layers", "units", "samples", "batch_size"):
@@ -65,8 +65,6 @@ def classic_inits(init, init_std):
 
 
 def run_classic(args):
-    from utils.studies import init_study as st
-
     runs = st.classic_experiment(classic_inits(args.init, args.init_std), num_layers=args.layers or 10,
                                  units=args.units, samples=args.samples, seed=0 if args.seed is None else args.seed)
     print(st.format_classic(runs))
@@ -79,9 +77,6 @@ def run_classic(args):
 
 
 def run_model(args, cfg):
-    from utils.build import select_device
-    from utils.studies import init_study as st
-
     select_device(cfg["Global"]["device"])
     res = st.model_study(cfg, init=args.init, init_std=args.init_std, batch_size=args.batch_size,
                          max_layers=args.layers or 0, seed=args.seed)
@@ -109,7 +104,6 @@ def main(argv=None):
     if cfg is None and args.override:
         raise UserError("-o overrides need a config (-c)")
 
-    from utils.build import configure_threads
 
     configure_threads(cfg["Global"]["num_threads"] if cfg else 0)
     if cfg is None:

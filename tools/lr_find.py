@@ -14,9 +14,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from utils.build import configure_threads  # noqa: E402
 from utils.config import add_override_arg, load_config  # noqa: E402  (no paddle import: threads are set first)
 from utils.errors import run_tool  # noqa: E402
 from utils.studies.lr_curve import DESCRIPTIONS, RECOMMENDED, SUGGESTIONS, check_sweep_args, format_lr  # noqa: E402
+from utils.studies.lr_find import run_lr_find  # noqa: E402
 
 WHY = {
     "min_div10": "on the digits benchmark (bench/bench_lr_find.py) it matched the best LR of a 5-point grid "
@@ -48,10 +50,8 @@ def main(argv=None):
     check_sweep_args(args.start_lr, args.end_lr, args.num_iters, args.diverge_factor, args.beta)
     cfg = load_config(args.config, args.override)
 
-    from utils.build import configure_threads
 
     configure_threads(cfg["Global"]["num_threads"])
-    from utils.studies.lr_find import run_lr_find
 
     result, out_dir = run_lr_find(cfg, args.out, args.start_lr, args.end_lr, args.num_iters,
                                   args.diverge_factor, args.beta, args.suggest)

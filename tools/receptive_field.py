@@ -12,8 +12,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from utils.build import configure_threads  # noqa: E402
 from utils.config import add_override_arg, load_config  # noqa: E402  (no paddle import: threads are set first)
 from utils.errors import UserError, run_tool  # noqa: E402
+from utils.studies.receptive_field import config_receptive_field, format_table  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -32,10 +34,8 @@ def main(argv=None):
         raise UserError(f"--image-size must be >= 1, got {args.image_size}")
     cfg = load_config(args.config, args.override)
 
-    from utils.build import configure_threads
 
     configure_threads(cfg["Global"]["num_threads"])
-    from utils.studies.receptive_field import config_receptive_field, format_table
 
     res = config_receptive_field(cfg, args.image_size)
     side = res["input_size"][0]

@@ -12,6 +12,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from utils.build import configure_threads  # noqa: E402
 from utils.config import add_override_arg, load_config  # noqa: E402  (no paddle import: threads are set first)
 from utils.errors import UserError, run_tool  # noqa: E402
 
@@ -39,10 +40,9 @@ def main(argv=None):
     else:
         cfg = load_config(args.config, args.override)
 
-    from utils.build import configure_threads
 
     configure_threads(cfg["Global"]["num_threads"])
-    from utils.trainer import train
+    from utils.trainer import train  # imports paddle: after the thread count is set
 
     train(cfg)
 

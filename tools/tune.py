@@ -11,6 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from utils.build import configure_threads  # noqa: E402
 from utils.config import add_override_arg, load_config  # noqa: E402  (no paddle import: threads are set first)
 from utils.errors import run_tool  # noqa: E402
 
@@ -52,10 +53,9 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args.config, args.override)  # config errors first, before paddle and the database
 
-    from utils.build import configure_threads
 
     configure_threads(cfg["Global"]["num_threads"])
-    from utils.tune import prepare, run_study
+    from utils.tune import prepare, run_study  # imports paddle: after the thread count is set
 
     setup = prepare(args.config, args.space, args.override, args.study, args.storage, args.sampler, args.pruner)
     run_study(setup, args.trials, seed=args.seed, timeout=args.timeout, startup_trials=args.startup_trials)

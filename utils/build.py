@@ -3,16 +3,24 @@
 The floor below the training spine: ``utils/trainer.py``, ``utils/runs.py`` and the optional tools
 take these from here rather than from each other.
 """
+from __future__ import annotations
+
 import contextlib
 import datetime
 import io
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from utils.errors import UserError
 
+if TYPE_CHECKING:
+    import paddle
 
-def configure_threads(num_threads=0):
+    from utils.data import DataBundle
+
+
+def configure_threads(num_threads: int = 0) -> int:
     """Give Paddle's CPU kernels ``num_threads`` threads (0 = every core).
 
     Paddle sets OMP_NUM_THREADS=1 at import when it is unset; on 2 cores a 4-conv CNN ran
@@ -33,7 +41,7 @@ def configure_threads(num_threads=0):
     return int(os.environ["OMP_NUM_THREADS"])
 
 
-def select_device(name="auto"):
+def select_device(name: str = "auto") -> str:
     """Set Paddle's device from ``Global.device``; returns the device string used."""
     import paddle
 
@@ -46,7 +54,7 @@ def select_device(name="auto"):
     return device
 
 
-def new_run_dir(cfg):
+def new_run_dir(cfg: dict) -> str:
     """``<output_dir>/<config name>/<timestamp or run_name>``; refuses to reuse a non-empty one."""
     g = cfg["Global"]
     name = g["run_name"] or datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -58,12 +66,13 @@ def new_run_dir(cfg):
     return run_dir
 
 
-def topk_for(cfg, num_classes):
+def topk_for(cfg: dict, num_classes: int) -> tuple[int, ...]:
+    """The ``Metric.topk`` values that fit ``num_classes``, sorted, top-1 always among them."""
     ks = sorted({int(k) for k in cfg["Metric"]["topk"] if int(k) <= num_classes} | {1})
     return tuple(ks)
 
 
-def network_input_side(bundle):
+def network_input_side(bundle: DataBundle) -> int:
     """The side of the square images the pipeline outputs; non-square is a UserError with the fix."""
     size = bundle.image_size
     if isinstance(size, (tuple, list)):
@@ -78,7 +87,7 @@ def network_input_side(bundle):
 TABULAR_MODELS = ("mlp",)
 
 
-def build_network(cfg, bundle):
+def build_network(cfg: dict, bundle: DataBundle) -> paddle.nn.Layer:
     """The model of ``Arch`` for this data (classes, channels, size)."""
     from models import build_model
     from utils.config import model_kwargs

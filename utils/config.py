@@ -8,8 +8,11 @@ closest valid key. YAML is read with ``yaml.safe_load`` only; override values to
 Two sections are open: ``Arch`` passes its extra keys to the model factory, which checks
 them against its signature; ``Transforms`` lists ops checked by the transform registry.
 """
+from __future__ import annotations
+
 import copy
 import os
+from typing import TYPE_CHECKING, Any, Callable, Container, Iterable, Iterator, Sequence
 
 import yaml
 
@@ -17,23 +20,33 @@ from utils.data import list_datasets
 from utils.errors import ConfigError, did_you_mean
 from utils.schedules import list_schedules
 
+if TYPE_CHECKING:
+    import argparse
+
 
 class Key:
     """One config entry: accepted types, default, help text and allowed values."""
 
-    def __init__(self, types, default, help, choices=None, nullable=False):
+    def __init__(self, types: type | tuple[type, ...], default: Any, help: str, choices: Iterable | None = None,
+                 nullable: bool = False) -> None:
         self.types = types if isinstance(types, tuple) else (types,)
         self.default = default
         self.help = help
         self.choices = choices
         self.nullable = nullable or default is None
 
-    def type_name(self):
+    def type_name(self) -> str:
+        """The accepted types as the reference and the error messages write them (``float or null``)."""
         names = {int: "int", float: "float", str: "str", bool: "bool", list: "list", dict: "mapping"}
         s = " or ".join(names.get(t, t.__name__) for t in self.types)
         return s + (" or null" if self.nullable else "")
 
-    def check(self, value, where):
+    def check(self, value: Any, where: str) -> Any:
+        """``value`` checked against the types and choices (an int where a float is asked becomes a float).
+
+        Raises:
+            ConfigError: naming ``where`` (``file:line: Section.key``), the expected type or the choices.
+        """
         if value is None:
             if self.nullable:
                 return None
@@ -67,16 +80,16 @@ class RegistryNames:
     """The names of a registry, read when asked: a schedule or dataset registered after this module
     was imported (by a user's own module) is a valid choice too."""
 
-    def __init__(self, names):
+    def __init__(self, names: Callable[[], Iterable[str]]) -> None:
         self.names = names
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
-    def __contains__(self, value):
+    def __contains__(self, value: object) -> bool:
         return value in self.names()
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.names())
 
 
@@ -245,12 +258,12 @@ SCHEMA = {
 OPEN_SECTIONS = {"Arch"}
 
 
-def defaults():
+def defaults() -> dict:
     """The full default config as a nested dict."""
     return {sec: {k: copy.deepcopy(key.default) for k, key in keys.items()} for sec, keys in SCHEMA.items()}
 
 
-def _key_lines(path, text):
+def _key_lines(path: str, text: str) -> dict[str, int]:
     """Map 'Section.key' -> 1-based line number in a YAML file (best effort)."""
     lines = {}
     try:
@@ -269,7 +282,7 @@ def _key_lines(path, text):
     return lines
 
 
-def read_yaml_text(path, missing):
+def read_yaml_text(path: str, missing: str) -> tuple[Any, str]:
     """(data, text) of a YAML file read with ``yaml.safe_load``.
 
     Raises:
@@ -289,7 +302,7 @@ def read_yaml_text(path, missing):
         raise ConfigError(f"{path}{line}: malformed YAML: {problem} (check indentation and the ':' after each key)") from None
 
 
-def _read_yaml(path):
+def _read_yaml(path: str) -> tuple[dict, dict[str, int]]:
     data, text = read_yaml_text(path, f"config file not found: {path} (pass an existing YAML file with -c, "
                                       f"e.g. configs/gmlp_digits.yml)")
     if data is None:
@@ -299,7 +312,7 @@ def _read_yaml(path):
     return data, _key_lines(path, text)
 
 
-def _merge(dst, src):
+def _merge(dst: dict, src: dict) -> dict:
     """Recursively merge src into dst (mappings merge, everything else replaces)."""
     for k, v in src.items():
         if isinstance(v, dict) and isinstance(dst.get(k), dict):
@@ -309,7 +322,7 @@ def _merge(dst, src):
     return dst
 
 
-def _load_raw(path, origin, stack=()):
+def _load_raw(path: str, origin: dict[str, str], stack: tuple[str, ...] = ()) -> dict:
     """Load a file and its _base_ chain; record where each dotted key came from."""
     path = os.path.normpath(path)
     if path in stack:
@@ -332,7 +345,7 @@ def _load_raw(path, origin, stack=()):
     return _merge(merged, data)
 
 
-def parse_override(text):
+def parse_override(text: str) -> tuple[list[str], Any]:
     """'A.b=value' -> (['A', 'b'], parsed value). Values go through yaml.safe_load."""
     if "=" not in text:
         raise ConfigError(f"override '{text}': expected KEY=VALUE, e.g. -o Optimizer.lr=0.01")
@@ -347,7 +360,7 @@ def parse_override(text):
     return parts, value
 
 
-def validate(cfg, origin=None):
+def validate(cfg: dict, origin: dict[str, str] | None = None) -> dict:
     """Check sections, keys and types in place; fill defaults. Raises ConfigError."""
     origin = origin or {}
     out = defaults()
@@ -375,7 +388,7 @@ def validate(cfg, origin=None):
     return out
 
 
-def check_task(cfg, explicit=(), origin=None):
+def check_task(cfg: dict, explicit: Container[str] = (), origin: dict[str, str] | None = None) -> None:
     """``Global.task`` against the data, loss and monitored metrics; fills the regression defaults.
 
     Regression: ``Loss.name`` defaults to mse, ``EarlyStopping.monitor`` to mae and its mode to
@@ -422,19 +435,42 @@ def check_task(cfg, explicit=(), origin=None):
                       f"(it reports loss, acc, acc_topK)")
 
 
-def check_ema(cfg, origin=None):
+def check_ema(cfg: dict, origin: dict[str, str] | None = None) -> None:
     """Ranges of the EMA keys (utils/addons/ema.py); a ConfigError naming the key and where it was set."""
     origin = origin or {}
     e = cfg["EMA"]
-    if not 0.0 < e["decay"] < 1.0:
-        where = origin.get("EMA.decay", "config")
-        raise ConfigError(f"{where}: EMA.decay must be in (0, 1) (e.g. 0.999: an average over ~1000 steps), got {e['decay']}")
-    if e["every_iters"] < 1:
-        where = origin.get("EMA.every_iters", "config")
-        raise ConfigError(f"{where}: EMA.every_iters must be >= 1, got {e['every_iters']}")
+    check_ema_decay(e["decay"], origin.get("EMA.decay", "config"))
+    check_ema_every_iters(e["every_iters"], origin.get("EMA.every_iters", "config"))
 
 
-def load_config(path, overrides=()):
+def check_ema_decay(decay: object, where: str | None = None) -> float:
+    """``EMA.decay`` as a float in (0, 1); the rule of the config and of ``utils.addons.ema.ModelEMA``.
+
+    Raises:
+        ConfigError: naming the key, prefixed with ``where`` it was set when given.
+    """
+    if not (isinstance(decay, (int, float)) and 0.0 < float(decay) < 1.0):
+        prefix = f"{where}: " if where else ""
+        raise ConfigError(f"{prefix}EMA.decay must be in (0, 1) (e.g. 0.999: an average over ~1000 steps), got {decay!r}")
+    return float(decay)
+
+
+def check_ema_every_iters(every_iters: object, where: str | None = None) -> int:
+    """``EMA.every_iters`` as an int >= 1; the rule of the config and of ``utils.addons.ema.EMACallback``.
+
+    Raises:
+        ConfigError: naming the key, prefixed with ``where`` it was set when given.
+    """
+    prefix = f"{where}: " if where else ""
+    # the config's schema already made it an int; a direct caller may pass anything
+    if isinstance(every_iters, bool) or not isinstance(every_iters, int):
+        raise ConfigError(f"{prefix}EMA.every_iters must be an integer >= 1, got {every_iters!r}")
+    if every_iters < 1:
+        raise ConfigError(f"{prefix}EMA.every_iters must be >= 1, got {every_iters!r}")
+    return int(every_iters)
+
+
+def load_config(path: str, overrides: Sequence[str] = ()) -> dict:
     """Load ``path`` with its ``_base_`` chain, apply ``-o`` overrides, validate.
 
     Args:
@@ -470,17 +506,18 @@ def load_config(path, overrides=()):
     return cfg
 
 
-def add_override_arg(parser, help="override a config key, e.g. -o Global.epochs=5 (repeatable)"):
+def add_override_arg(parser: argparse.ArgumentParser,
+                     help: str = "override a config key, e.g. -o Global.epochs=5 (repeatable)") -> None:
     """The ``-o KEY=VALUE`` option every tool takes (PaddleClas style), collected in ``args.override``."""
     parser.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE", help=help)
 
 
-def model_kwargs(cfg):
+def model_kwargs(cfg: dict) -> dict:
     """The Arch keys that go to the model factory (everything but name/init)."""
     return {k: v for k, v in cfg["Arch"].items() if k not in SCHEMA["Arch"]}
 
 
-def dump_config(cfg, path):
+def dump_config(cfg: dict, path: str) -> None:
     """Write the resolved config (no _base_, every key) so the run can be reproduced from it alone."""
     body = {k: v for k, v in cfg.items() if not k.startswith("_")}
     tmp = path + ".tmp"
@@ -489,7 +526,7 @@ def dump_config(cfg, path):
     os.replace(tmp, path)
 
 
-def schema_markdown():
+def schema_markdown() -> str:
     """The key reference as Markdown (configs/README.md is this text)."""
     out = ["# Config reference", "",
            "Generated from `utils/config.py` by `python tools/config_doc.py`; every key a config may set.",

@@ -9,9 +9,11 @@ directory, the config the run was trained with and the checkpoint prefix, with o
 Paddle is not imported at module level: :func:`open_run` reads the config first and sets the
 thread count from ``Global.num_threads``, which must happen before Paddle is imported.
 """
+from __future__ import annotations
+
 import dataclasses
 import os
-from typing import Optional
+from typing import Sequence
 
 from utils.errors import UserError
 
@@ -31,17 +33,17 @@ class Run:
     run_dir: str
     cfg: dict
     config_path: str
-    checkpoint: Optional[str] = None
+    checkpoint: str | None = None
 
 
-def _strip_suffix(path):
+def _strip_suffix(path: str) -> str:
     for suffix in CHECKPOINT_SUFFIXES:
         if path.endswith(suffix):
             return path[: -len(suffix)]
     return path
 
 
-def run_dir_of(path):
+def run_dir_of(path: str) -> str:
     """The run directory of a run directory, checkpoint prefix or checkpoint file.
 
     Raises:
@@ -57,7 +59,7 @@ def run_dir_of(path):
                     f"output/gmlp_digits/<timestamp>, or a checkpoint in one such as <run>/best_model)")
 
 
-def open_config(path, overrides=()):
+def open_config(path: str, overrides: Sequence[str] = ()) -> dict:
     """Load a config and set Paddle's CPU threads from its ``Global.num_threads``.
 
     The threads must be set before Paddle is imported (see ``utils.trainer.configure_threads``),
@@ -76,7 +78,8 @@ def open_config(path, overrides=()):
     return cfg
 
 
-def open_run(path, checkpoint="best_model", config=None, overrides=(), need_checkpoint=True):
+def open_run(path: str, checkpoint: str = "best_model", config: str | None = None, overrides: Sequence[str] = (),
+             need_checkpoint: bool = True) -> Run:
     """Resolve a run directory or checkpoint path into a :class:`Run`.
 
     Sets Paddle's CPU threads from the config's ``Global.num_threads`` (a no-op once Paddle is
@@ -111,7 +114,7 @@ def open_run(path, checkpoint="best_model", config=None, overrides=(), need_chec
     return Run(run_dir=run_dir, cfg=cfg, config_path=cfg_path, checkpoint=prefix)
 
 
-def evaluate_run(cfg, checkpoint, split="val"):
+def evaluate_run(cfg: dict, checkpoint: str, split: str = "val") -> dict:
     """Evaluate a checkpoint on a split of the config's data; returns a JSON-able report.
 
     Args:
@@ -156,7 +159,7 @@ def evaluate_run(cfg, checkpoint, split="val"):
     return report
 
 
-def format_report(report):
+def format_report(report: dict) -> str:
     """A plain-text table of an :func:`evaluate_run` report."""
     if report.get("task") == "regression":
         norm = ("targets normalized with mean {:.4g}, std {:.4g}".format(report["target_mean"], report["target_std"])

@@ -11,12 +11,13 @@ the level is ignored with a one-line warning and the run is float32.
 from __future__ import annotations
 
 import contextlib
+from typing import Callable
 
 from utils.errors import UserError
 from utils.training.addon import AddOn, TrainRun
 
 
-def amp_configs_for(cfg, device):
+def amp_configs_for(cfg: dict, device: str) -> tuple[dict | None, str | None]:
     """``(amp_configs for Model.prepare or None, warning line or None)`` for ``cfg['AMP']`` on ``device``.
 
     Raises:
@@ -39,7 +40,7 @@ def amp_configs_for(cfg, device):
     return configs, None
 
 
-def eval_autocast(amp_configs):
+def eval_autocast(amp_configs: dict | None) -> contextlib.AbstractContextManager:
     """The context our own evaluation passes run in: ``auto_cast`` at O2 (float16 weights), else nothing.
 
     hapi's ``train_batch`` casts inside ``auto_cast``; ``utils.training.evaluate.predict`` calls the network
@@ -54,7 +55,7 @@ def eval_autocast(amp_configs):
     return paddle.amp.auto_cast(enable=True, level="O2", **lists)
 
 
-def wrap_eval(eval_fn, amp_configs):
+def wrap_eval(eval_fn: Callable[[], dict], amp_configs: dict | None) -> Callable[[], dict]:
     """``eval_fn`` run inside :func:`eval_autocast` (only O2 changes anything)."""
     if not amp_configs or amp_configs.get("level") != "O2":
         return eval_fn

@@ -26,6 +26,8 @@ of one or two numbers (~0.5 ms each with gloo on this 2-core CPU).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Callable
+
 import numpy as np
 from paddle.callbacks import Callback
 
@@ -33,6 +35,11 @@ from utils.errors import UserError
 from utils.training.addon import AddOn, TrainRun
 from utils.training.callbacks import request_stop
 from utils.training.ranks import all_gather_object, all_reduce_sum, any_rank, average_buffers, state_digest, world_size
+
+if TYPE_CHECKING:
+    import paddle
+
+    from utils.training.callbacks import Progress
 
 
 class EpochShuffle(Callback):
@@ -43,13 +50,13 @@ class EpochShuffle(Callback):
     and a resumed run would restart the order at epoch 0.
     """
 
-    def __init__(self, sampler, progress, seed):
+    def __init__(self, sampler: paddle.io.DistributedBatchSampler, progress: Progress, seed: int) -> None:
         super().__init__()
         self.sampler = sampler
         self.progress = progress
         self.seed = int(seed)
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.sampler.set_epoch((self.seed + self.progress.epoch) % (2**32))
 
 
@@ -62,11 +69,11 @@ class SyncTrainLogs(Callback):
     The epoch-end averaging comes before the evaluation and the checkpoints of that epoch end.
     """
 
-    def __init__(self, network):
+    def __init__(self, network: paddle.nn.Layer) -> None:
         super().__init__()
         self.network = network
 
-    def on_train_batch_end(self, step, logs=None):
+    def on_train_batch_end(self, step: int, logs: dict | None = None) -> None:
         if not logs or "loss" not in logs:
             return
         loss = float(np.asarray(logs["loss"]).reshape(-1)[0])
@@ -77,7 +84,7 @@ class SyncTrainLogs(Callback):
         if acc is not None:
             logs["acc"] = float(total[1])
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         average_buffers(self.network)
 
 
@@ -90,13 +97,13 @@ class AgreeStop(Callback):
     all-reduce of one number per step and per epoch end.
     """
 
-    def __init__(self, reason_fn=lambda: None):
+    def __init__(self, reason_fn: Callable[[], str | None] = lambda: None) -> None:
         super().__init__()
         self.reason_fn = reason_fn
         self.reason = None
         self.stopped = False
 
-    def _agree(self):
+    def _agree(self) -> None:
         if self.stopped:
             return
         asked = bool(self.model.stop_training)
@@ -110,19 +117,17 @@ class AgreeStop(Callback):
                 self.reason = f"rank {first} asked to stop"
             request_stop(self.model)
 
-    def on_train_batch_end(self, step, logs=None):
+    def on_train_batch_end(self, step: int, logs: dict | None = None) -> None:
         self._agree()
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self._agree()
-
-
 
 
 class _Static:
     """A fixed dict saved with every checkpoint (``state_dict``/``load_state_dict`` like the callbacks)."""
 
-    def __init__(self, state: dict):
+    def __init__(self, state: dict) -> None:
         self.state = dict(state)
 
     def state_dict(self) -> dict:

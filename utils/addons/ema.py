@@ -27,31 +27,28 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+from typing import Callable, Iterator
 
 import numpy as np
 import paddle
 from paddle.callbacks import Callback
 
-from utils.errors import ConfigError, check_int
+from utils.config import check_ema_decay, check_ema_every_iters
+from utils.errors import ConfigError
 from utils.training.addon import AddOn, TrainRun
-from utils.training.callbacks import BestTracker, Checkpointer, metric_value
+from utils.training.callbacks import BestTracker, Checkpointer, Progress, metric_value
+from utils.training.checkpoint import CheckpointStore, load_state
 from utils.training.ranks import average_tensors, changing_tensors, is_distributed
 
 _FLOATS = ("float16", "bfloat16", "float32", "float64")
 NOT_METRICS = ("epoch", "step", "samples", "eval_time")
 
 
-def _is_float(t):
+def _is_float(t: paddle.Tensor) -> bool:
     return str(t.dtype).split(".")[-1] in _FLOATS
 
 
-def check_decay(decay, key="EMA.decay"):
-    if not (isinstance(decay, (int, float)) and 0.0 < float(decay) < 1.0):
-        raise ConfigError(f"{key} must be in (0, 1) (e.g. 0.999: an average over ~1000 steps), got {decay!r}")
-    return float(decay)
-
-
-def warmup_decay(decay, n, warmup=True):
+def warmup_decay(decay: float, n: int, warmup: bool = True) -> float:
     """Decay of the update that follows ``n`` earlier ones."""
     return min(decay, (1.0 + n) / (10.0 + n)) if warmup else decay
 
@@ -65,21 +62,22 @@ class ModelEMA:
         warmup: decay of update n is ``min(decay, (1 + n) / (10 + n))``.
     """
 
-    def __init__(self, network, decay=0.999, warmup=True):
+    def __init__(self, network: paddle.nn.Layer, decay: float = 0.999, warmup: bool = True) -> None:
         self.network = network
-        self.decay = check_decay(decay)
+        self.decay = check_ema_decay(decay)
         self.warmup = bool(warmup)
         self.updates = 0
         with paddle.no_grad():
             self.shadow = {k: t.detach().astype("float32").clone()
                            for k, t in network.state_dict().items() if _is_float(t)}
 
-    def current_decay(self):
+    def current_decay(self) -> float:
         """Decay the next update will use."""
         return warmup_decay(self.decay, self.updates, self.warmup)
 
     @paddle.no_grad()
-    def update(self):
+    def update(self) -> None:
+        """One step of the average towards the network's current values."""
         d = self.current_decay()
         live = self.network.state_dict()
         for k, s in self.shadow.items():
@@ -89,7 +87,7 @@ class ModelEMA:
         self.updates += 1
 
     @contextlib.contextmanager
-    def apply_to(self, network=None):
+    def apply_to(self, network: paddle.nn.Layer | None = None) -> Iterator[paddle.nn.Layer]:
         """Within the block the network holds the averages; afterwards its own values, bit for bit."""
         net = self.network if network is None else network
         live = net.state_dict()
@@ -104,14 +102,15 @@ class ModelEMA:
                 for k, b in backup.items():
                     live[k].set_value(b)
 
-    def state_dict(self):
+    def state_dict(self) -> dict:
         """The averages, under the network's own names (loadable as its weights)."""
         live = self.network.state_dict()
         out = dict(self.shadow)
         out.update({k: v for k, v in live.items() if k not in self.shadow})  # integer tensors, if any
         return out
 
-    def load_state_dict(self, state, updates=None):
+    def load_state_dict(self, state: dict, updates: int | None = None) -> None:
+        """Averages from a state dict (as :meth:`state_dict` writes it); ``updates``: the count to continue from."""
         missing = [k for k in self.shadow if k not in state]
         if missing:
             raise ConfigError(f"EMA weights do not fit the model (missing {', '.join(missing[:5])})")
@@ -123,29 +122,31 @@ class ModelEMA:
         if updates is not None:
             self.updates = int(updates)
 
-    def finite(self):
+    def finite(self) -> bool:
+        """True when every average is finite."""
         return all(bool(paddle.isfinite(s).all()) for s in self.shadow.values())
 
-    def running_stat_names(self):
+    def running_stat_names(self) -> list[str]:
+        """Names of the averaged tensors that are running statistics (BatchNorm mean/variance, buffers)."""
         ids = {id(t) for t in changing_tensors(self.network)}
         return [k for k, t in self.network.state_dict().items() if id(t) in ids and k in self.shadow]
 
-    def average_running_stats(self):
+    def average_running_stats(self) -> None:
         """Data parallel: the averaged BatchNorm statistics become their mean over ranks (float64 sums)."""
         if is_distributed():
             average_tensors([self.shadow[k] for k in self.running_stat_names()])
 
 
-def ema_name(name):
+def ema_name(name: str) -> str:
     """File name of the averages saved with checkpoint ``name``: ``ema`` for latest, ``<name>_ema`` otherwise."""
     return "ema" if name == "latest" else f"{name}_ema"
 
 
 class _Holder:
-    def __init__(self, ema):
+    def __init__(self, ema: ModelEMA) -> None:
         self.ema = ema
 
-    def state_dict(self):
+    def state_dict(self) -> dict:
         return self.ema.state_dict()
 
 
@@ -156,29 +157,29 @@ class EMACallback(Callback):
     come later, from the Checkpointer given to :meth:`attach`.
     """
 
-    def __init__(self, ema, progress=None, every_iters=1, store=None, write=True):
+    def __init__(self, ema: ModelEMA, progress: Progress | None = None, every_iters: int = 1,
+                 store: CheckpointStore | None = None, write: bool = True) -> None:
         super().__init__()
-        check_int("EMA.every_iters", every_iters, 1)
         self.ema = ema
         self.progress = progress
-        self.every_iters = int(every_iters)
+        self.every_iters = check_ema_every_iters(every_iters)
         self.store = store
         self.write = write
         self.resumed_from = None
 
     # ------------------------------------------------------------------ training
-    def on_train_batch_end(self, step, logs=None):
+    def on_train_batch_end(self, step: int, logs: dict | None = None) -> None:
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(np.asarray(loss).reshape(-1)[0])):
             return  # the NaN guard stops the run; keep the averages clean
         if self.progress.global_step % self.every_iters == 0:
             self.ema.update()
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.ema.average_running_stats()  # before the epoch-end evaluation and checkpoints
 
     # ------------------------------------------------------------------ evaluation
-    def wrap_eval(self, eval_fn):
+    def wrap_eval(self, eval_fn: Callable[[], dict]) -> Callable[[], dict]:
         """``eval_fn`` that evaluates the EMA first, then the raw weights (whose logits ``eval_fn`` keeps)."""
         def evaluate_both():
             self.ema.average_running_stats()
@@ -191,7 +192,7 @@ class EMACallback(Callback):
         return evaluate_both
 
     # ------------------------------------------------------------------ checkpoints
-    def attach(self, checkpointer):
+    def attach(self, checkpointer: Checkpointer) -> EMACheckpointer:
         """The run's Checkpointer as an :class:`EMACheckpointer` (same state), with this EMA in its stateful dict."""
         new = EMACheckpointer.__new__(EMACheckpointer)
         new.__dict__.update(checkpointer.__dict__)
@@ -203,21 +204,20 @@ class EMACallback(Callback):
             self.store = checkpointer.store
         return new
 
-    def save(self, name):
+    def save(self, name: str) -> None:
+        """Write the averages that go with checkpoint ``name`` (rank 0, finite averages only)."""
         if self.write and self.store is not None and self.ema.finite():
             self.store.save(ema_name(name), _Holder(self.ema), None, {"ema": self.state_dict()})
 
-    def state_dict(self):
+    def state_dict(self) -> dict:
         return {"decay": self.ema.decay, "warmup": self.ema.warmup, "every_iters": self.every_iters,
                 "updates": self.ema.updates, "global_step": self.progress.global_step}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: dict) -> None:
         pass  # the averages and their count come from the EMA file, read by resume()
 
-    def resume(self, prefix, state):
+    def resume(self, prefix: str, state: dict | None) -> str | None:
         """Load the averages saved with checkpoint ``prefix``; returns a warning line or None."""
-        from utils.training.checkpoint import load_state
-
         name = os.path.basename(prefix)
         path = os.path.join(os.path.dirname(prefix), ema_name(name))
         want = (state or {}).get("ema")
@@ -232,7 +232,7 @@ class EMACallback(Callback):
         return None
 
     # ------------------------------------------------------------------ report
-    def report(self, metrics, monitor, mode, print_fn=print):
+    def report(self, metrics: dict, monitor: str, mode: str, print_fn: Callable[..., None] = print) -> dict:
         """``metrics['ema']``: which weights were better at the best evaluation, the best of each; one line."""
         base = monitor[4:] if monitor.startswith("ema_") else monitor
         hist = metrics.get("history") or []
@@ -260,7 +260,7 @@ class EMACheckpointer(Checkpointer):
     Built by :meth:`EMACallback.attach` from the run's Checkpointer.
     """
 
-    def on_eval_end(self, logs=None):
+    def on_eval_end(self, logs: dict | None = None) -> None:
         mon = self.monitor
         base = mon[4:] if mon.startswith("ema_") else mon
         raw_v = metric_value(logs, base, "EarlyStopping.monitor")
@@ -278,13 +278,13 @@ class EMACheckpointer(Checkpointer):
                 else:
                     self._save("best_model")
 
-    def _save(self, name, finished=False):
+    def _save(self, name: str, finished: bool = False) -> bool:
         if name != "best_model":
             self.ema_cb.save(name)  # before the checkpoint: its .pdstates (written last) marks both complete
         return super()._save(name, finished)
 
 
-def chosen_metrics(logs, use_ema):
+def chosen_metrics(logs: dict, use_ema: bool) -> dict:
     """Best-metrics record: the chosen weights' metrics under the plain names, ``raw_*``/``ema_*`` kept."""
     out = {}
     raw = {k: v for k, v in logs.items() if not k.startswith("ema_")}
@@ -300,7 +300,9 @@ def chosen_metrics(logs, use_ema):
     return out
 
 
-def build_ema(cfg, network, store=None, write=True, resume=None, state=None, print_fn=print):
+def build_ema(cfg: dict, network: paddle.nn.Layer, store: CheckpointStore | None = None, write: bool = True,
+              resume: str | None = None, state: dict | None = None,
+              print_fn: Callable[..., None] = print) -> EMACallback | None:
     """The run's :class:`EMACallback` from ``cfg['EMA']`` (None when disabled); on resume, its averages loaded."""
     e = cfg["EMA"]
     if not e["enable"]:

@@ -34,13 +34,14 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from typing import Callable, Iterable, Sequence
 
 import paddle
 import paddle.nn as nn
 from paddle.callbacks import Callback
 
 from models.init import running_stats
-from models.pretrained import load_matching
+from models.pretrained import LoadReport, load_matching
 from utils.errors import ConfigError, did_you_mean
 from utils.training.addon import AddOn, TrainRun
 
@@ -49,7 +50,7 @@ REGEX_PREFIX = "re:"
 
 # ----------------------------------------------------------------------------- patterns
 
-def compile_pattern(pattern, key="FineTune"):
+def compile_pattern(pattern: str, key: str = "FineTune") -> Callable[[str], bool]:
     """A predicate on parameter names for one pattern (see the module docstring)."""
     if not isinstance(pattern, str) or not pattern:
         raise ConfigError(f"{key}: patterns are non-empty strings, got {pattern!r}")
@@ -64,7 +65,7 @@ def compile_pattern(pattern, key="FineTune"):
     return lambda name: name == pattern or name.startswith(pattern + ".")
 
 
-def _layers_of(names):
+def _layers_of(names: Iterable[str]) -> list[str]:
     tops = []
     for n in names:
         top = n.split(".", 1)[0]
@@ -73,7 +74,7 @@ def _layers_of(names):
     return tops
 
 
-def _no_match(key, pattern, names, why="matches no parameter"):
+def _no_match(key: str, pattern: str, names: Sequence[str], why: str = "matches no parameter") -> ConfigError:
     tops = _layers_of(names)
     hint = did_you_mean(pattern, tops + list(names))
     some = ", ".join(list(names)[:4])
@@ -81,7 +82,7 @@ def _no_match(key, pattern, names, why="matches no parameter"):
                        f"parameters look like {some}, ... ({len(names)} in all)")
 
 
-def select(patterns, names, key):
+def select(patterns: str | Iterable[str] | None, names: Sequence[str], key: str) -> list[str]:
     """Names matched by any of ``patterns``, in model order; a pattern matching nothing is a ConfigError."""
     if isinstance(patterns, str):
         patterns = [patterns]
@@ -95,7 +96,7 @@ def select(patterns, names, key):
     return [n for n in names if n in chosen]
 
 
-def resolve_lr_mult(mapping, names, key="FineTune.lr_mult"):
+def resolve_lr_mult(mapping: dict | None, names: Sequence[str], key: str = "FineTune.lr_mult") -> dict[str, float]:
     """{name: multiplier} from ``{pattern: multiplier}``; the first pattern (in the order written) wins.
 
     A pattern that matches nothing, or only names earlier patterns already took, is a ConfigError.
@@ -123,19 +124,19 @@ def resolve_lr_mult(mapping, names, key="FineTune.lr_mult"):
 
 # ----------------------------------------------------------------------------- the model's parameters
 
-def learnable(network):
+def learnable(network: paddle.nn.Layer) -> list[tuple[str, paddle.Tensor]]:
     """[(name, param)] that train: not running statistics, not already stop_gradient."""
     stats = {id(t) for t in running_stats(network)}
     return [(n, p) for n, p in network.named_parameters() if id(p) not in stats and not p.stop_gradient]
 
 
-def batchnorm_layers(network):
+def batchnorm_layers(network: paddle.nn.Layer) -> list[tuple[str, paddle.nn.Layer]]:
     """[(name, layer)] of the BatchNorm layers (anything with running stats and ``_use_global_stats``)."""
     return [(n, l) for n, l in network.named_sublayers(include_self=True)
             if hasattr(l, "_use_global_stats") and isinstance(getattr(l, "_mean", None), paddle.Tensor)]
 
 
-def last_linear(network):
+def last_linear(network: paddle.nn.Layer) -> list[str]:
     """Parameter names of the network's last ``nn.Linear`` (definition order): the classifier head."""
     linears = [(n, l) for n, l in network.named_sublayers() if isinstance(l, nn.Linear)]
     if not linears:
@@ -147,7 +148,8 @@ def last_linear(network):
 
 # ----------------------------------------------------------------------------- stand-alone helpers
 
-def apply_freeze(network, patterns, freeze_bn=True, key="FineTune.freeze"):
+def apply_freeze(network: paddle.nn.Layer, patterns: str | Iterable[str] | None, freeze_bn: bool = True,
+                 key: str = "FineTune.freeze") -> list[str]:
     """Freeze the parameters matching ``patterns`` (stop_gradient); with ``freeze_bn`` the BatchNorm
     layers left without a trainable parameter use and keep their running statistics. Returns the names."""
     names = select(patterns, [n for n, _ in learnable(network)], key)
@@ -159,7 +161,7 @@ def apply_freeze(network, patterns, freeze_bn=True, key="FineTune.freeze"):
     return names
 
 
-def apply_lr_mult(network, mapping, key="FineTune.lr_mult"):
+def apply_lr_mult(network: paddle.nn.Layer, mapping: dict | None, key: str = "FineTune.lr_mult") -> dict[str, float]:
     """Set ``optimize_attr['learning_rate']`` from ``{pattern: multiplier}`` (first match wins); returns {name: m}."""
     mult = resolve_lr_mult(mapping, [n for n, _ in learnable(network)], key)
     params = dict(network.named_parameters())
@@ -168,7 +170,7 @@ def apply_lr_mult(network, mapping, key="FineTune.lr_mult"):
     return mult
 
 
-def freeze_bn_stats(network):
+def freeze_bn_stats(network: paddle.nn.Layer) -> list[str]:
     """BatchNorm layers whose weight and bias are all frozen: normalise with the running statistics
     and stop updating them (in train mode too). Returns their names."""
     done = []
@@ -199,8 +201,9 @@ class FineTunePlan:
         hold_with_zero_lr: stage 1 holds the body with multiplier 0, not stop_gradient (DataParallel).
     """
 
-    def __init__(self, network, freeze=(), lr_mult=None, head_epochs=0, head=None, body_lr_mult=0.1,
-                 freeze_bn=True, not_loaded=(), hold_with_zero_lr=False):
+    def __init__(self, network: paddle.nn.Layer, freeze: str | Iterable[str] = (), lr_mult: dict | None = None, head_epochs: int = 0,
+                 head: str | Iterable[str] | None = None, body_lr_mult: float = 0.1, freeze_bn: bool = True,
+                 not_loaded: Iterable[str] = (), hold_with_zero_lr: bool = False) -> None:
         self.params = learnable(network)
         names = [n for n, _ in self.params]
         if not names:
@@ -246,13 +249,13 @@ class FineTunePlan:
         self.bn_frozen = []
         self.stage = None
 
-    def stage_for(self, epoch):
+    def stage_for(self, epoch: int) -> int:
         """The stage of 0-based global ``epoch``."""
         if self.head_epochs <= 0:
             return 0
         return 1 if epoch < self.head_epochs else 2
 
-    def setting(self, name, stage):
+    def setting(self, name: str, stage: int) -> tuple[bool, float]:
         """(trainable, multiplier) of parameter ``name`` in ``stage``."""
         if name in self.frozen:
             return False, 0.0
@@ -261,7 +264,7 @@ class FineTunePlan:
         default = self.body_lr_mult if stage == 2 and name in self._body_set else 1.0
         return True, self.mult.get(name, default)
 
-    def apply(self, stage):
+    def apply(self, stage: int) -> FineTunePlan:
         """Set stop_gradient, the LR multipliers and the BatchNorm mode for ``stage``."""
         held = set()
         for n, p in self.params:
@@ -282,7 +285,7 @@ class FineTunePlan:
         return self
 
 
-def create_accumulators(optimizer, params):
+def create_accumulators(optimizer: paddle.optimizer.Optimizer, params: Sequence[paddle.Tensor]) -> None:
     """Create the optimizer's accumulators (velocity, moments) of ``params`` now, at their initial values.
 
     Paddle creates them at a parameter's first update, and after ``optimizer.set_state_dict`` it
@@ -299,7 +302,7 @@ def create_accumulators(optimizer, params):
     create(paddle.static.default_main_program().global_block(), list(params))
 
 
-def _names(names, n=3):
+def _names(names: Iterable[str], n: int = 3) -> str:
     names = list(names)
     return ", ".join(names[:n]) + (", ..." if len(names) > n else "")
 
@@ -312,7 +315,8 @@ class TwoStage(Callback):
     ``state_dict`` reports it (``stage``, ``epochs_done``); ``load_state_dict`` resumes from it.
     """
 
-    def __init__(self, plan, start_epoch=0, print_fn=print, verbose=1, epochs=None):
+    def __init__(self, plan: FineTunePlan, start_epoch: int = 0, print_fn: Callable[..., None] = print, verbose: int = 1,
+                 epochs: int | None = None) -> None:
         super().__init__()
         self.plan = plan
         self.epochs = epochs  # total epochs: a body that never unfreezes (linear probe) gets no accumulators
@@ -322,7 +326,7 @@ class TwoStage(Callback):
         self.verbose = verbose
         self.switch_epoch = None  # 1-based epoch at which this process unfroze the body
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         self.plan.apply(self.plan.stage_for(self.epochs_done))
         optimizer = getattr(self.model, "_optimizer", None) if self.model is not None else None
         if optimizer is not None:
@@ -330,7 +334,7 @@ class TwoStage(Callback):
             skip = self.plan.frozen | (set(self.plan.body) if probe else set())
             create_accumulators(optimizer, [p for n, p in self.plan.params if n not in skip])
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         g = self.start_epoch + epoch
         stage = self.plan.stage_for(g)
         if stage != self.plan.stage:
@@ -341,20 +345,20 @@ class TwoStage(Callback):
                     self.print(f"fine-tune: epoch {g + 1}: stage 2, the body trains too "
                                f"({len(self.plan.body)} tensors at lr x{self.plan.body_lr_mult:g})")
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.epochs_done = self.start_epoch + epoch + 1
 
-    def state_dict(self):
+    def state_dict(self) -> dict:
         return {"stage": self.plan.stage, "epochs_done": self.epochs_done}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: dict) -> None:
         self.start_epoch = self.epochs_done = int(state["epochs_done"])
         self.plan.apply(self.plan.stage_for(self.start_epoch))
 
 
 # ----------------------------------------------------------------------------- the trainer's entry
 
-def _report(report, label, print_fn, verbose):
+def _report(report: LoadReport, label: str, print_fn: Callable[..., None], verbose: int) -> None:
     if verbose >= 1:
         print_fn(report.summary(label))
     if verbose >= 2:
@@ -362,7 +366,8 @@ def _report(report, label, print_fn, verbose):
             print_fn(line)
 
 
-def setup_finetune(cfg, network, print_fn=print, resume_state=None):
+def setup_finetune(cfg: dict, network: paddle.nn.Layer, print_fn: Callable[..., None] = print,
+                   resume_state: dict | None = None) -> TwoStage | None:
     """Pretrained weights and the ``FineTune`` section, applied to ``network`` before the optimizer is built.
 
     * ``Arch.pretrained`` (loaded by the model factory): its report is printed.

@@ -321,7 +321,7 @@ class Checkpointer(Callback):
         state["finished"] = finished
         return state
 
-    def _save(self, name, finished=False):
+    def _save(self, name: str, finished: bool = False) -> bool:
         if not self.write or not weights_finite(self.model.network):
             return False
         self.store.save(name, self.model.network, self.model._optimizer, self.training_state(finished))

@@ -32,8 +32,11 @@ Schedule conventions (all LR values are functions of the global iteration ``t``)
 * Past the end of training every schedule holds its final value (no exception, unlike Paddle's
   ``OneCycleLR``).
 """
+from __future__ import annotations
+
 import math
 import numbers
+from typing import Iterable
 
 import numpy as np
 import paddle
@@ -49,7 +52,7 @@ __all__ = ["ClosedFormLR", "build_lr_scheduler", "schedule_warnings", "build_opt
 
 # ----------------------------------------------------------------------------- validation helpers
 
-def _check_schedule_cfg(s, o):
+def _check_schedule_cfg(s: dict, o: dict) -> None:
     require(o["lr"] >= 0, "Optimizer.lr", o["lr"], ">= 0")
     require(s["warmup_epochs"] >= 0, "LRScheduler.warmup_epochs", s["warmup_epochs"], ">= 0")
     require(s["warmup_start_lr"] >= 0, "LRScheduler.warmup_start_lr", s["warmup_start_lr"], ">= 0")
@@ -58,7 +61,7 @@ def _check_schedule_cfg(s, o):
         check(s)
 
 
-def _scalar(value):
+def _scalar(value: object) -> float:
     """A metric value as float: hapi gives some metrics as one-element lists."""
     return float(np.asarray(value, dtype="float64").reshape(-1)[0])
 
@@ -83,7 +86,7 @@ class ClosedFormLR(paddle.optimizer.lr.LRScheduler):
     # State saved by state_dict(); Paddle's optimizer.state_dict() embeds it under 'LR_Scheduler'.
     STATE_KEYS = ("last_epoch", "last_lr", "plateau_scale", "best", "num_bad", "cooldown_counter")
 
-    def __init__(self, name, base_lr, steps_per_epoch, epochs, params):
+    def __init__(self, name: str, base_lr: float, steps_per_epoch: int, epochs: int, params: dict) -> None:
         self.schedule = get_schedule(name)
         self.name = name
         self.steps_per_epoch = int(steps_per_epoch)
@@ -103,11 +106,11 @@ class ClosedFormLR(paddle.optimizer.lr.LRScheduler):
         super().__init__(learning_rate=float(base_lr), last_epoch=-1, verbose=False)
 
     # -- the schedule
-    def _main(self, s):
+    def _main(self, s: int) -> float:
         """LR of the main schedule ``s`` iterations after warmup (s >= 0)."""
         return self.schedule.lr(self, s)
 
-    def lr_at(self, t):
+    def lr_at(self, t: int) -> float:
         """LR used by training iteration ``t`` (0-based global iteration); pure, no side effects."""
         t = max(int(t), 0)
         w = self.warmup_steps
@@ -115,14 +118,15 @@ class ClosedFormLR(paddle.optimizer.lr.LRScheduler):
             return self.warmup_start_lr + (self._main(0) - self.warmup_start_lr) * t / w
         return float(self._main(t - w))
 
-    def get_lr(self):
+    def get_lr(self) -> float:
+        """LR of the current iteration (``last_epoch``); Paddle's ``step()`` calls it."""
         return self.lr_at(self.last_epoch)
 
-    def _get_closed_form_lr(self):  # used by step(epoch=...)
+    def _get_closed_form_lr(self) -> float:  # used by step(epoch=...)
         return self.lr_at(self.last_epoch)
 
     # -- plateau
-    def eval_step(self, metrics):
+    def eval_step(self, metrics: dict | None) -> None:
         """Feed a validation result ``{'loss': .., 'acc': .., ...}``; only ``plateau`` reacts.
 
         Semantics (as Paddle's/PyTorch's ReduceOnPlateau, threshold relative): an evaluation
@@ -165,7 +169,8 @@ class ClosedFormLR(paddle.optimizer.lr.LRScheduler):
         self.last_lr = self.lr_at(self.last_epoch)
 
     # -- state
-    def state_dict(self):
+    def state_dict(self) -> dict:
+        """The iteration count, the last LR and the plateau state (:data:`STATE_KEYS`)."""
         state = {}
         for k in self.STATE_KEYS:
             v = getattr(self, k)
@@ -175,7 +180,7 @@ class ClosedFormLR(paddle.optimizer.lr.LRScheduler):
         state["cooldown_counter"] = int(self.cooldown_counter)
         return state
 
-    def set_state_dict(self, state_dict):
+    def set_state_dict(self, state_dict: dict) -> None:
         """Restore :meth:`state_dict` output (also accepts Paddle's plain {last_epoch, last_lr}).
 
         ``last_lr`` is recomputed from the restored iteration so that a config changed on
@@ -193,12 +198,12 @@ class ClosedFormLR(paddle.optimizer.lr.LRScheduler):
 
     set_dict = set_state_dict
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"ClosedFormLR({self.name}, lr={self.base_lr}, steps_per_epoch={self.steps_per_epoch}, "
                 f"epochs={self.epochs}, warmup_steps={self.warmup_steps}, iteration={self.last_epoch})")
 
 
-def build_lr_scheduler(cfg, steps_per_epoch, epochs):
+def build_lr_scheduler(cfg: dict, steps_per_epoch: int, epochs: int) -> ClosedFormLR:
     """The LR schedule for ``epochs`` epochs of ``steps_per_epoch`` iterations.
 
     Args:
@@ -221,7 +226,7 @@ def build_lr_scheduler(cfg, steps_per_epoch, epochs):
     return ClosedFormLR(s["name"], o["lr"], steps_per_epoch, epochs, params)
 
 
-def schedule_warnings(cfg, epochs):
+def schedule_warnings(cfg: dict, epochs: int) -> list[str]:
     """Warnings about a schedule that probably does not do what the user meant (list of str)."""
     s, o = cfg["LRScheduler"], cfg["Optimizer"]
     name, warm, lr = s["name"], s["warmup_epochs"], o["lr"]
@@ -269,7 +274,8 @@ def schedule_warnings(cfg, epochs):
 
 # ----------------------------------------------------------------------------- optimizer
 
-def build_optimizer(cfg, parameters, scheduler):
+def build_optimizer(cfg: dict, parameters: Iterable[paddle.Tensor],
+                    scheduler: ClosedFormLR | float) -> paddle.optimizer.Optimizer:
     """The optimizer of ``Optimizer.name`` over ``parameters`` with ``scheduler`` as its LR.
 
     weight_decay: AdamW applies it decoupled (w -= lr * wd * w); the others add an L2Decay or
@@ -327,7 +333,7 @@ def build_optimizer(cfg, parameters, scheduler):
     raise ConfigError(f"Optimizer.name: unknown optimizer {name!r}")
 
 
-def current_lr(optimizer):
+def current_lr(optimizer: paddle.optimizer.Optimizer) -> float:
     """The LR the optimizer applies at its next step (before ParamAttr multipliers)."""
     return float(optimizer.get_lr())
 
@@ -343,12 +349,13 @@ class SmoothedCrossEntropy(nn.Layer):
     (no int64 ``label_smooth`` kernel); it only works with labels of shape [N].
     """
 
-    def __init__(self, label_smoothing=0.0, num_classes=None):
+    def __init__(self, label_smoothing: float = 0.0, num_classes: int | None = None) -> None:
         super().__init__()
         self.eps = float(label_smoothing)
         self.num_classes = num_classes
 
-    def forward(self, logits, label):
+    def forward(self, logits: paddle.Tensor, label: paddle.Tensor) -> paddle.Tensor:
+        """Mean smoothed cross-entropy of the batch (a scalar tensor)."""
         c = logits.shape[-1]
         if self.num_classes and c is not None and c > 0 and c != self.num_classes:
             raise ValueError(f"the model outputs {c} logits per sample but the data has {self.num_classes} classes")
@@ -361,7 +368,7 @@ class SmoothedCrossEntropy(nn.Layer):
         return ((1.0 - self.eps) * nll + self.eps * smooth).mean()
 
 
-def regression_loss_np(pred, target, name):
+def regression_loss_np(pred: np.ndarray, target: np.ndarray, name: str) -> np.ndarray:
     """Per-sample regression loss in numpy (float64), as :class:`RegressionLoss` computes it."""
     d = np.asarray(pred, np.float64).reshape(-1) - np.asarray(target, np.float64).reshape(-1)
     if name == "mse":
@@ -377,13 +384,14 @@ class RegressionLoss(nn.Layer):
     would otherwise broadcast to an [N, N] difference.
     """
 
-    def __init__(self, name="mse"):
+    def __init__(self, name: str = "mse") -> None:
         super().__init__()
         if name not in ("mse", "smooth_l1"):
             raise ConfigError(f"Loss.name: {name!r} is not a regression loss (mse, smooth_l1)")
         self.name = name
 
-    def forward(self, pred, target):
+    def forward(self, pred: paddle.Tensor, target: paddle.Tensor) -> paddle.Tensor:
+        """Mean loss of the batch (a scalar tensor)."""
         d = pred.astype("float32").reshape([-1]) - target.astype("float32").reshape([-1])
         if self.name == "mse":
             return (d * d).mean()
@@ -391,7 +399,7 @@ class RegressionLoss(nn.Layer):
         return paddle.where(a < 1.0, 0.5 * d * d, a - 0.5).mean()
 
 
-def build_loss(cfg, num_classes):
+def build_loss(cfg: dict, num_classes: int | None) -> nn.Layer:
     """The training/validation loss layer of ``Loss.name`` (CrossEntropy with ``label_smoothing``;
     mse / smooth_l1 for ``Global.task: regression``, see :class:`RegressionLoss`)."""
     lcfg = cfg["Loss"]

@@ -18,8 +18,11 @@ Cost per evaluation with world > 1: one all-reduce of the sums, one of the runni
 and with VisualDL's prediction images, confidence histograms or PR curves on, an all-gather of
 the logits (N x classes floats) for rank 0.
 """
+from __future__ import annotations
+
 import hashlib
 import os
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import paddle
@@ -32,30 +35,32 @@ from utils.training.evaluate import LastEval, metric_names, predict, summarize
 _ready = False
 
 
-def world_size():
+def world_size() -> int:
     """Number of training processes (``PADDLE_TRAINERS_NUM``; 1 without the launcher)."""
     return int(os.environ.get("PADDLE_TRAINERS_NUM") or 1)
 
 
-def rank():
+def rank() -> int:
     """This process' rank (``PADDLE_TRAINER_ID``; 0 without the launcher)."""
     return int(os.environ.get("PADDLE_TRAINER_ID") or 0)
 
 
-def local_size():
+def local_size() -> int:
     """Training processes on this machine (``PADDLE_LOCAL_SIZE``): they share its CPU cores."""
     return int(os.environ.get("PADDLE_LOCAL_SIZE") or world_size())
 
 
-def is_main():
+def is_main() -> bool:
+    """True on rank 0, the process that prints and writes."""
     return rank() == 0
 
 
-def is_distributed():
+def is_distributed() -> bool:
+    """True when more than one process trains."""
     return world_size() > 1
 
 
-def init():
+def init() -> tuple[int, int]:
     """Start the parallel environment once (a no-op for one process); returns (rank, world size).
 
     ``paddle.Model`` calls ``init_parallel_env`` again when it wraps the network; a second call
@@ -70,7 +75,7 @@ def init():
 
 # ----------------------------------------------------------------------------- collectives
 
-def broadcast_object(obj, src=0):
+def broadcast_object(obj: Any, src: int = 0) -> Any:
     """``obj`` of rank ``src`` on every rank (pickled; for small values: a path, a flag, a message)."""
     if not is_distributed():
         return obj
@@ -79,7 +84,7 @@ def broadcast_object(obj, src=0):
     return box[0]
 
 
-def all_gather_object(obj):
+def all_gather_object(obj: Any) -> list:
     """``[obj of rank 0, obj of rank 1, ...]`` on every rank."""
     if not is_distributed():
         return [obj]
@@ -88,7 +93,7 @@ def all_gather_object(obj):
     return out
 
 
-def all_reduce_sum(values):
+def all_reduce_sum(values: Sequence[float] | np.ndarray) -> np.ndarray:
     """Element-wise sum over ranks of a float vector, as float64 numpy (the same result on every rank)."""
     values = np.asarray(values, dtype=np.float64)
     if not is_distributed():
@@ -98,14 +103,14 @@ def all_reduce_sum(values):
     return t.numpy()
 
 
-def any_rank(flag):
+def any_rank(flag: bool) -> bool:
     """True on every rank when ``flag`` is true on at least one."""
     if not is_distributed():
         return bool(flag)
     return bool(all_reduce_sum([1.0 if flag else 0.0])[0] > 0)
 
 
-def on_main(fn):
+def on_main(fn: Callable[[], Any]) -> Any:
     """Run ``fn()`` on rank 0 only; every rank returns its result, or raises the ``UserError`` it raised.
 
     For side effects that must happen once (creating the run directory) whose outcome every rank
@@ -130,7 +135,7 @@ def on_main(fn):
 _FLOATS = ("float16", "bfloat16", "float32", "float64")
 
 
-def changing_tensors(network):
+def changing_tensors(network: paddle.nn.Layer) -> list[paddle.Tensor]:
     """The floating tensors that change in training without a gradient: running statistics and buffers.
 
     Frozen weights are left out: they never change.
@@ -141,7 +146,7 @@ def changing_tensors(network):
     return [t for t in out if str(t.dtype).split(".")[-1] in _FLOATS]
 
 
-def average_buffers(network):
+def average_buffers(network: paddle.nn.Layer) -> None:
     """Replace the running statistics (BatchNorm mean/variance, other buffers) by their mean over ranks.
 
     ``DataParallel`` averages gradients only: each rank's BatchNorm statistics follow its own shard.
@@ -153,7 +158,7 @@ def average_buffers(network):
     average_tensors(changing_tensors(network))
 
 
-def average_tensors(tensors):
+def average_tensors(tensors: list[paddle.Tensor]) -> None:
     """Replace each tensor by its mean over ranks, in place (float64 sums: equal tensors come back bit for bit)."""
     if not is_distributed() or not tensors:
         return
@@ -169,7 +174,7 @@ def average_tensors(tensors):
             offset += n
 
 
-def broadcast_weights(network, src=0):
+def broadcast_weights(network: paddle.nn.Layer, src: int = 0) -> None:
     """Parameters and buffers of rank ``src`` on every rank (after rank 0 alone loaded a checkpoint)."""
     if not is_distributed():
         return
@@ -179,7 +184,7 @@ def broadcast_weights(network, src=0):
                 dist.broadcast(t, src=src)
 
 
-def state_digest(state):
+def state_digest(state: paddle.nn.Layer | dict) -> str:
     """SHA-256 (first 16 hex digits) of a network or a state dict: names, dtypes, shapes, bytes."""
     if hasattr(state, "state_dict"):
         state = state.state_dict()
@@ -193,7 +198,7 @@ def state_digest(state):
 
 # ----------------------------------------------------------------------------- evaluation
 
-def shard_sums(logits, labels, topk=(1,), label_smoothing=0.0):
+def shard_sums(logits: np.ndarray, labels: np.ndarray, topk: Sequence[int] = (1,), label_smoothing: float = 0.0) -> np.ndarray:
     """[samples, loss x samples, top-k correct counts...] of one shard's logits (float64)."""
     n = len(labels)
     if n == 0:
@@ -204,7 +209,7 @@ def shard_sums(logits, labels, topk=(1,), label_smoothing=0.0):
     return np.array([n, m["loss"] * n, *counts], np.float64)
 
 
-def metrics_from_sums(sums, topk=(1,)):
+def metrics_from_sums(sums: np.ndarray, topk: Sequence[int] = (1,)) -> dict:
     """The metrics dict of ``summarize`` from summed :func:`shard_sums`."""
     n = int(round(sums[0]))
     names = metric_names(topk)
@@ -226,11 +231,13 @@ class ShardedEval(LastEval):
     rank order, which is the validation set's order; ``logits`` stays None otherwise.
     """
 
-    def __init__(self, network, loader, topk=(1,), label_smoothing=0.0, keep_logits=False):
+    def __init__(self, network: paddle.nn.Layer, loader: Iterable, topk: Iterable[int] = (1,), label_smoothing: float = 0.0,
+                 keep_logits: bool = False) -> None:
         super().__init__(network, loader, topk, label_smoothing)
         self.keep_logits = keep_logits
 
-    def __call__(self):
+    def __call__(self) -> dict:
+        """Every rank evaluates its block; returns the metrics of the whole validation set."""
         average_buffers(self.network)
         logits, labels = predict(self.network, self.loader)
         sums = all_reduce_sum(shard_sums(logits, labels, self.topk, self.label_smoothing))

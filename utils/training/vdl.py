@@ -22,11 +22,15 @@ already installed, the doctor's included), copies the gradients and delegates. T
 loss gradients before clipping and before weight decay (Paddle adds the regularizer after the
 clip).
 
-No second pass over the validation set: :class:`LastEval` is the evaluation function the
-trainer gives ``PeriodicEval``; it keeps the logits of its last pass and the logger reads them.
+No second pass over the validation set: :class:`~utils.training.evaluate.LastEval` is the
+evaluation function the trainer gives ``PeriodicEval``; it keeps the logits of its last pass and
+the logger reads them.
 """
+from __future__ import annotations
+
 import json
 import math
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import paddle
@@ -34,7 +38,14 @@ from paddle.callbacks import Callback
 from paddle.nn.clip import ClipGradBase
 
 from utils.errors import check_int
-from utils.training.evaluate import LastEval, softmax  # noqa: F401  (LastEval: the eval_source this logger reads)
+from utils.training.evaluate import softmax
+
+if TYPE_CHECKING:
+    from visualdl import LogWriter
+
+    from utils.data import DataBundle
+    from utils.training.callbacks import Progress
+    from utils.training.evaluate import LastEval
 
 # VisualDL's default of 10 buckets shows a bimodal or heavy-tailed weight distribution as 2-3
 # bars; 30 show its shape. All 64 histograms of the digits CNN (32 tensors, 0.29M values, weights
@@ -46,7 +57,7 @@ PR_THRESHOLDS = 127
 NOT_METRICS = ("epoch", "step", "samples", "eval_time")
 
 
-def _numpy_float_shim():
+def _numpy_float_shim() -> None:
     """Restore ``np.float`` for VisualDL 2.5.3's PR curves, once.
 
     VisualDL 2.5.3's ``compute_curve`` calls ``labels.astype(np.float)``; NumPy 2 removed the
@@ -71,25 +82,25 @@ class GradCapture(ClipGradBase):
         grads: ``{param.name: numpy copy of its gradient}`` of the last call, or None.
     """
 
-    def __init__(self, inner=None):
+    def __init__(self, inner: ClipGradBase | None = None) -> None:
         super().__init__()
         self.inner = inner
         self.grads = None
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"GradCapture({self.inner})"
 
-    def capture(self, params_grads):
+    def capture(self, params_grads: list[tuple[paddle.Tensor, paddle.Tensor | None]]) -> None:
         """Keep a numpy copy of each gradient (the tensors are zeroed after the step)."""
         self.grads = {p.name: g.numpy() for p, g in params_grads if g is not None}
 
     @paddle.no_grad()
-    def _dygraph_clip(self, params_grads):
+    def _dygraph_clip(self, params_grads: list[tuple[paddle.Tensor, paddle.Tensor | None]]) -> list:
         self.capture(params_grads)
         return self.inner(params_grads) if self.inner is not None else params_grads
 
 
-def pick_samples(labels, n):
+def pick_samples(labels: np.ndarray, n: int) -> list[int]:
     """Indices of ``n`` fixed samples, classes in turn: the first of each class, then the second...
 
     Deterministic for given labels, and every class shows up when ``n`` >= the class count.
@@ -144,7 +155,8 @@ def _to_rgb_pil(img, tile):
     return im.resize(size, Image.NEAREST if scale >= 1 else Image.BILINEAR)
 
 
-def draw_predictions(images, labels, preds, confidences, class_names=None, tile=64, cols=8):
+def draw_predictions(images: Sequence[np.ndarray], labels: Sequence[int], preds: Sequence[int], confidences: Sequence[float],
+                     class_names: Sequence[str] | None = None, tile: int = 64, cols: int = 8) -> np.ndarray:
     """A grid of images captioned with the predicted class and its confidence.
 
     A correct prediction is framed green; a wrong one red, with a second line naming the true
@@ -195,7 +207,7 @@ def draw_predictions(images, labels, preds, confidences, class_names=None, tile=
     return np.asarray(canvas)
 
 
-def _class_tags(class_names, num_classes):
+def _class_tags(class_names: Sequence[str] | None, num_classes: int) -> list[str]:
     """``pr_curve/<name>`` per class; '%' (refused in VisualDL tags) and '/' replaced, index added on clashes."""
     names = [str(class_names[c]) if class_names is not None and c < len(class_names) else str(c)
              for c in range(num_classes)]
@@ -205,7 +217,7 @@ def _class_tags(class_names, num_classes):
     return [f"pr_curve/{n}" for n in clean]
 
 
-def _hp_value(v):
+def _hp_value(v: object) -> int | float | str:
     """A value VisualDL's add_hparams stores (int, float or str)."""
     if isinstance(v, bool) or v is None:
         return str(v).lower() if v is not None else "none"
@@ -214,7 +226,7 @@ def _hp_value(v):
     return json.dumps(v)
 
 
-def run_hparams(cfg):
+def run_hparams(cfg: dict) -> dict[str, int | float | str]:
     """The run's key settings as a flat ``{name: int | float | str}`` for ``add_hparams``.
 
     Model and its ``Arch`` arguments (``arch.<key>``), data, optimizer, learning rate, batch
@@ -259,7 +271,7 @@ class VisualDLLogger(Callback):
         writer: a ``visualdl.LogWriter``.
         progress: the run's :class:`utils.training.callbacks.Progress`.
         lr_fn: callable returning the current learning rate.
-        eval_source: the :class:`LastEval` the run evaluates with (its logits feed the
+        eval_source: the :class:`~utils.training.evaluate.LastEval` the run evaluates with (its logits feed the
             images, confidence histograms and PR curves); None = scalars only at evaluations.
         samples: the validation dataset (``raw(i)`` gives uint8 HWC images) for the images.
         class_names: class names for captions and PR-curve tags.
@@ -272,9 +284,11 @@ class VisualDLLogger(Callback):
             the ``hparam/best_*`` scalars.
     """
 
-    def __init__(self, writer, progress, lr_fn, eval_source=None, samples=None, class_names=None,
-                 histograms_every_epochs=0, sample_images=0, confidence_histogram=False, pr_curves=False,
-                 hparams=None, best_fn=None):
+    def __init__(self, writer: LogWriter, progress: Progress, lr_fn: Callable[[], float], eval_source: LastEval | None = None,
+                 samples: paddle.io.Dataset | None = None, class_names: Sequence[str] | None = None,
+                 histograms_every_epochs: int = 0, sample_images: int = 0, confidence_histogram: bool = False,
+                 pr_curves: bool = False, hparams: dict | None = None,
+                 best_fn: Callable[[], dict | None] | None = None) -> None:
         super().__init__()
         check_int("VisualDL.histograms_every_epochs", histograms_every_epochs, 0, " (0 = off)")
         check_int("VisualDL.sample_images", sample_images, 0, " (0 = off)")
@@ -298,18 +312,18 @@ class VisualDLLogger(Callback):
         self._pr_tags = None
 
     # -- hooks (routing only)
-    def on_train_batch_begin(self, step, logs=None):
+    def on_train_batch_begin(self, step: int, logs: dict | None = None) -> None:
         if self.histograms_due():
             self._install_capture()
 
-    def on_train_batch_end(self, step, logs=None):
+    def on_train_batch_end(self, step: int, logs: dict | None = None) -> None:
         s = self.progress.global_step
         self.log_train_scalars(logs, s)
         if self._capture is not None:
             grads = self._remove_capture()
             self.log_histograms(s, self._named_params(), grads)
 
-    def on_eval_end(self, logs=None):
+    def on_eval_end(self, logs: dict | None = None) -> None:
         self.last_eval = dict(logs)
         self.log_eval_scalars(logs)
         src = self.eval_source
@@ -317,7 +331,7 @@ class VisualDLLogger(Callback):
             self._seen_eval = src.calls
             self.log_eval_details(logs["step"], src.logits, src.labels)
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict | None = None) -> None:
         self._remove_capture()
         if self.hparams is not None:
             best = self.best_fn() if self.best_fn is not None else None
@@ -325,7 +339,7 @@ class VisualDLLogger(Callback):
         self.writer.flush()
 
     # -- decisions
-    def histograms_due(self):
+    def histograms_due(self) -> bool:
         """True at the start of the last step of an epoch whose histograms are due."""
         p, n = self.progress, self.histograms_every_epochs
         if not n or p.epoch_step + 1 < p.steps_per_epoch:
@@ -333,16 +347,16 @@ class VisualDLLogger(Callback):
         return (p.epoch + 1) % n == 0 or p.is_last_epoch
 
     # -- gradient capture
-    def _optimizer(self):
+    def _optimizer(self) -> paddle.optimizer.Optimizer | None:
         return getattr(self.model, "_optimizer", None) if self.model is not None else None
 
-    def _install_capture(self):
+    def _install_capture(self) -> None:
         opt = self._optimizer()
         if opt is not None and self._capture is None:
             self._capture = GradCapture(opt._grad_clip)
             opt._grad_clip = self._capture
 
-    def _remove_capture(self):
+    def _remove_capture(self) -> dict | None:
         cap, self._capture = self._capture, None
         if cap is None:
             return None
@@ -351,26 +365,27 @@ class VisualDLLogger(Callback):
             opt._grad_clip = cap.inner
         return cap.grads
 
-    def _named_params(self):
+    def _named_params(self) -> list[tuple[str, str, paddle.Tensor]]:
         """[(structured name, paddle name, tensor)] of the network's parameters."""
         return [(n, p.name, p) for n, p in self.model.network.named_parameters()]
 
     # -- writing
-    def log_train_scalars(self, logs, step):
+    def log_train_scalars(self, logs: dict, step: int) -> None:
         """``train/loss``, ``train/acc`` (when hapi reports it) and ``train/lr`` at ``step``."""
         self.writer.add_scalar("train/loss", float(np.asarray(logs["loss"]).reshape(-1)[0]), step)
         if "acc" in logs:
             self.writer.add_scalar("train/acc", float(logs["acc"]), step)
         self.writer.add_scalar("train/lr", self.lr_fn(), step)
 
-    def log_eval_scalars(self, logs):
+    def log_eval_scalars(self, logs: dict) -> None:
         """``eval/<metric>`` for every metric of an evaluation result, at its step (``ema_<metric>``: ``eval_ema/<metric>``)."""
         for k, v in logs.items():
             if k not in NOT_METRICS:
                 tag = f"eval_ema/{k[4:]}" if k.startswith("ema_") else f"eval/{k}"  # EMA (utils/addons/ema.py)
                 self.writer.add_scalar(tag, float(v), logs["step"])
 
-    def log_histograms(self, step, params, grads=None):
+    def log_histograms(self, step: int, params: list[tuple[str, str, paddle.Tensor | np.ndarray]],
+                       grads: dict[str, np.ndarray] | None = None) -> None:
         """``weights/<name>`` and ``grads/<name>`` histograms.
 
         Args:
@@ -385,7 +400,7 @@ class VisualDLLogger(Callback):
             if pname in grads:
                 self._histogram(f"grads/{name}", grads[pname], step)
 
-    def _histogram(self, tag, values, step, buckets=HIST_BUCKETS):
+    def _histogram(self, tag: str, values: np.ndarray, step: int, buckets: int = HIST_BUCKETS) -> None:
         v = np.asarray(values).reshape(-1)
         finite = np.isfinite(v)
         if not finite.all():
@@ -393,7 +408,7 @@ class VisualDLLogger(Callback):
         if v.size:
             self.writer.add_histogram(tag, v, step, buckets=buckets)
 
-    def log_eval_details(self, step, logits, labels):
+    def log_eval_details(self, step: int, logits: np.ndarray, labels: np.ndarray) -> None:
         """Prediction image, confidence histograms and PR curves of one evaluation's logits."""
         if len(logits) == 0:
             return
@@ -405,7 +420,7 @@ class VisualDLLogger(Callback):
         if self.pr_curves:
             self.log_pr_curves(step, probs, labels)
 
-    def log_predictions(self, step, probs, labels):
+    def log_predictions(self, step: int, probs: np.ndarray, labels: np.ndarray) -> None:
         """``eval/predictions``: the fixed validation samples with prediction and confidence."""
         if self.samples is None or len(labels) != len(self.samples):
             return  # the logits are not of this dataset in order: no way to pair them with images
@@ -417,7 +432,7 @@ class VisualDLLogger(Callback):
         img = draw_predictions(self._sample_images, labels[idx], p.argmax(axis=1), p.max(axis=1), self.class_names)
         self.writer.add_image("eval/predictions", img, step)
 
-    def log_confidence(self, step, probs, labels):
+    def log_confidence(self, step: int, probs: np.ndarray, labels: np.ndarray) -> None:
         """``eval/confidence`` and, where non-empty, ``eval/confidence_correct`` / ``_wrong``."""
         conf = probs.max(axis=1)
         right = probs.argmax(axis=1) == labels
@@ -426,7 +441,7 @@ class VisualDLLogger(Callback):
             if mask.any():
                 self._histogram(f"eval/confidence_{suffix}", conf[mask], step, buckets=20)
 
-    def log_pr_curves(self, step, probs, labels):
+    def log_pr_curves(self, step: int, probs: np.ndarray, labels: np.ndarray) -> None:
         """``pr_curve/<class>``: one-vs-rest precision-recall of each class."""
         _numpy_float_shim()
         if self._pr_tags is None:
@@ -440,7 +455,7 @@ class VisualDLLogger(Callback):
             self.writer.add_pr_curve(tag, (labels == c).astype(np.int64), probs[:, c], step,
                                      num_thresholds=PR_THRESHOLDS)
 
-    def log_hparams(self, hparams, final=None, best=None, step=0):
+    def log_hparams(self, hparams: dict, final: dict | None = None, best: dict | None = None, step: int = 0) -> None:
         """``add_hparams`` with ``hparam/final_<metric>`` and ``hparam/best_<metric>`` scalars as metrics.
 
         VisualDL's HParams view shows, per run, the last value of each metric's scalar tag.
@@ -456,7 +471,9 @@ class VisualDLLogger(Callback):
         self.writer.add_hparams(dict(hparams), names)
 
 
-def build_logger(cfg, writer, progress, lr_fn, eval_source=None, bundle=None, best_fn=None):
+def build_logger(cfg: dict, writer: LogWriter, progress: Progress, lr_fn: Callable[[], float],
+                 eval_source: LastEval | None = None, bundle: DataBundle | None = None,
+                 best_fn: Callable[[], dict | None] | None = None) -> VisualDLLogger:
     """The :class:`VisualDLLogger` the ``VisualDL`` config section asks for.
 
     Regression runs (``Global.task``) get no prediction images, confidence histograms or PR
