@@ -21,6 +21,7 @@ from utils.addons import distributed as dp
 from utils.config import load_config
 from utils.data import shard_range
 from utils.runs import evaluate_run
+from utils.training import ranks
 from utils.training.evaluate import summarize
 
 # The launched tests run 2 CPU processes over gloo: with a CUDA build the launcher would take GPUs.
@@ -64,7 +65,7 @@ def rank_lines(logs):
 
 
 def digest_of(path):
-    return dp.state_digest(paddle.load(str(path)))  # paddle.load takes str, not PathLike
+    return ranks.state_digest(paddle.load(str(path)))  # paddle.load takes str, not PathLike
 
 
 @cpu_wheel
@@ -229,13 +230,13 @@ def test_sums_of_shards_give_the_metrics_of_the_whole_set(label_smoothing):
     topk = (1, 5)
     whole = summarize(logits, labels, topk, label_smoothing)
     for world in (1, 2, 3, 7, 150):  # 150 > 101: some blocks are empty
-        sums = sum(dp.shard_sums(logits[lo:hi], labels[lo:hi], topk, label_smoothing)
+        sums = sum(ranks.shard_sums(logits[lo:hi], labels[lo:hi], topk, label_smoothing)
                    for lo, hi in (shard_range(101, r, world) for r in range(world)))
-        got = dp.metrics_from_sums(sums, topk)
+        got = ranks.metrics_from_sums(sums, topk)
         assert got["samples"] == whole["samples"] == 101
         assert got["acc"] == whole["acc"] and got["acc_top5"] == whole["acc_top5"]
         assert got["loss"] == pytest.approx(whole["loss"], rel=1e-12)
-    empty = dp.metrics_from_sums(np.zeros(4), topk)
+    empty = ranks.metrics_from_sums(np.zeros(4), topk)
     assert empty["samples"] == 0 and np.isnan(empty["loss"])
 
 

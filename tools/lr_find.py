@@ -37,7 +37,7 @@ def parse_args(argv=None):
     p.add_argument("--num-iters", type=int, default=100, help="iterations of the sweep (default 100, >= 10)")
     p.add_argument("--diverge-factor", type=float, default=4.0,
                    help="stop once the smoothed loss exceeds this times its best (default 4)")
-    p.add_argument("--beta", type=float, default=0.98, help="EMA smoothing of the loss (default 0.98)")
+    p.add_argument("--beta", type=float, default=0.98, help="exponential smoothing of the loss, as fastai (default 0.98)")
     p.add_argument("--suggest", choices=SUGGESTIONS, default=RECOMMENDED,
                    help=f"which suggestion the printed override applies (default {RECOMMENDED})")
     p.add_argument("--out", metavar="DIR", help="output directory (default output/lr_find/<config name>/<timestamp>)")

@@ -77,7 +77,7 @@ def check_sweep_args(start_lr: float, end_lr: float, num_iters: int, diverge_fac
         raise UserError(f"diverge_factor must be > 1 (stop when the smoothed loss exceeds factor x its best), "
                         f"got {diverge_factor:g}")
     if not 0 <= beta < 1:
-        raise UserError(f"beta (EMA smoothing) must be in [0, 1), got {beta:g}")
+        raise UserError(f"beta (loss smoothing) must be in [0, 1), got {beta:g}")
 
 
 def exp_lrs(start_lr: float, end_lr: float, num_iters: int) -> np.ndarray:

@@ -56,7 +56,7 @@ def plot_lr_find(result: LRFindResult, path: str, title: str | None = None) -> s
         ok = np.isfinite(raw)
         ax.plot(lrs[ok], raw[ok], color="0.7", lw=1, label="loss (raw)")
         ok = np.isfinite(sm)
-        ax.plot(lrs[ok], sm[ok], color="C0", lw=2, label=f"loss (EMA, beta {result.beta:g})")
+        ax.plot(lrs[ok], sm[ok], color="C0", lw=2, label=f"loss (smoothed, beta {result.beta:g})")
         ax.set_xscale("log")
         ax.set_xlabel("learning rate (log scale)")
         ax.set_ylabel("training loss")

@@ -121,7 +121,7 @@ def plot_curves(run_dirs: list[str], out: str) -> PlotResult:
         ax.grid(alpha=0.3)
     axes[2].ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     handles = [Line2D([], [], color=col, lw=2.5, label=lab) for col, lab in zip(colors, labels)]
-    handles += [Line2D([], [], color="gray", lw=1.6, label=f"train (EMA {plots.SMOOTHING})"),
+    handles += [Line2D([], [], color="gray", lw=1.6, label=f"train (smoothed {plots.SMOOTHING})"),
                 Line2D([], [], color="gray", lw=0.8, alpha=0.35, label="train (raw)"),
                 Line2D([], [], color="gray", lw=1.2, ls="--", marker="o", ms=3.5, label="val")]
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 8), fontsize=9, frameon=False)
