@@ -33,7 +33,8 @@ from utils.config import load_config  # noqa: E402
 from utils.data import build_datasets, build_loaders  # noqa: E402
 from utils.data.synthetic import make_cifar_tarball  # noqa: E402
 from utils.trainer import train  # noqa: E402
-from utils.training.optim import build_loss, build_lr_scheduler, build_optimizer  # noqa: E402
+from utils.training.losses import build_loss  # noqa: E402
+from utils.training.optim import build_lr_scheduler, build_optimizer  # noqa: E402
 
 
 def make_cfg(tarball, out, model, epochs, run_name):

@@ -24,7 +24,8 @@ def probe_speed(cfg_path, steps=6, batch=128):
 
     from models import build_model
     from utils.config import load_config, model_kwargs
-    from utils.training.optim import build_loss, build_lr_scheduler, build_optimizer
+    from utils.training.losses import build_loss
+    from utils.training.optim import build_lr_scheduler, build_optimizer
 
     cfg = load_config(cfg_path)
     net = build_model(cfg["Arch"]["name"], 10, 3, 32, **model_kwargs(cfg))

@@ -9,7 +9,8 @@ import pytest
 
 from models import build_model
 from models.pretrained import load_matching
-from utils.addons.finetune import FineTunePlan, TwoStage, apply_freeze, apply_lr_mult, select
+from utils.addons.finetune import TwoStage
+from utils.addons.finetune_plan import FineTunePlan, apply_freeze, apply_lr_mult, select
 from utils.config import load_config, validate
 from utils.errors import ConfigError, UserError
 from utils.trainer import train

@@ -217,7 +217,8 @@ def test_restores_weights_and_optimizer_exactly(opt_name):
 def digits_setup(*overrides):
     from utils.build import build_network
     from utils.data import build_datasets, build_loaders
-    from utils.training.optim import build_loss, build_lr_scheduler, build_optimizer
+    from utils.training.losses import build_loss
+    from utils.training.optim import build_lr_scheduler, build_optimizer
 
     cfg = load_config(os.path.join(ROOT, "configs", "mlp_digits.yml"), ["Global.verbose=0", *overrides])
     paddle.seed(0)

@@ -8,7 +8,8 @@ import pytest
 
 from utils.config import validate
 from utils.errors import ConfigError
-from utils.training.optim import ClosedFormLR, build_loss, build_lr_scheduler, build_optimizer, current_lr, schedule_warnings
+from utils.training.losses import build_loss
+from utils.training.optim import ClosedFormLR, build_lr_scheduler, build_optimizer, current_lr, schedule_warnings
 
 OPTIMIZERS = ["SGD", "Momentum", "Adam", "AdamW", "RMSProp", "Adadelta"]
 

@@ -18,7 +18,7 @@ from utils.data import TabularDataset, build_datasets
 from utils.errors import ConfigError, UserError
 from utils.trainer import train
 from utils.training.evaluate import RegressionMetrics
-from utils.training.optim import RegressionLoss, build_loss, regression_loss_np
+from utils.training.losses import RegressionLoss, build_loss, regression_loss_np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "mlp_diabetes.yml")

@@ -14,7 +14,7 @@ from PIL import Image
 from utils.config import load_config
 from utils.errors import ConfigError
 from utils.trainer import train
-from utils.training import evaluate, vdl
+from utils.training import evaluate, vdl, vdl_images
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -105,7 +105,7 @@ def test_eval_images_confidence_and_pr_curves(runs):
     images = reader.get_data("image", "eval/predictions")
     assert [r.id for r in images] == steps
     img = np.asarray(Image.open(io.BytesIO(images[-1].image.encoded_image_string)).convert("RGB"))
-    expected = vdl.draw_predictions([np.zeros((8, 8, 1), np.uint8)] * 16, [0] * 16, [0] * 16, [1.0] * 16)
+    expected = vdl_images.draw_predictions([np.zeros((8, 8, 1), np.uint8)] * 16, [0] * 16, [0] * 16, [1.0] * 16)
     assert img.shape == expected.shape == (200, 576, 3)  # 16 samples: 2 rows of 8 tiles
     assert img.std() > 10
     for tag in ("eval/confidence", "eval/confidence_correct"):
@@ -213,7 +213,7 @@ def test_draw_predictions_shape_frames_and_text():
               rng.integers(0, 256, (50, 20, 3), dtype=np.uint8), rng.integers(0, 256, (12, 12), dtype=np.uint8),
               rng.integers(0, 256, (16, 16, 4), dtype=np.uint8)]
     labels, preds = [0, 1, 2, 3, 4], [0, 2, 2, 3, 1]
-    img = vdl.draw_predictions(images, labels, preds, [0.9, 0.4, 0.8, 0.99, 0.3],
+    img = vdl_images.draw_predictions(images, labels, preds, [0.9, 0.4, 0.8, 0.99, 0.3],
                                class_names=["zero", "one", "two", "three", "a-very-long-class-name"], tile=48, cols=3)
     cell_w, cell_h = 48 + 8, 48 + 8 + 2 * 13 + 2
     assert img.shape == (2 * cell_h, 3 * cell_w, 3) and img.dtype == np.uint8
@@ -227,13 +227,13 @@ def test_draw_predictions_shape_frames_and_text():
     caption2 = lambda i: img[(i // 3) * cell_h + 4 + 48 + 4 + 13:(i // 3 + 1) * cell_h, (i % 3) * cell_w:(i % 3 + 1) * cell_w]  # noqa: E731
     assert (caption2(1) < 200).any() and not (caption2(0) < 200).any()
     with pytest.raises(ValueError):
-        vdl.draw_predictions([], [], [], [])
+        vdl_images.draw_predictions([], [], [], [])
 
 
 def test_pick_samples_takes_classes_in_turn():
     labels = np.array([2, 2, 0, 1, 0, 1, 2, 0])
-    assert vdl.pick_samples(labels, 5) == [2, 3, 0, 4, 5]
-    assert sorted(vdl.pick_samples(labels, 100)) == list(range(8))
+    assert vdl_images.pick_samples(labels, 5) == [2, 3, 0, 4, 5]
+    assert sorted(vdl_images.pick_samples(labels, 100)) == list(range(8))
 
 
 def test_class_tags_are_safe_and_unique():

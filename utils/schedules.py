@@ -3,7 +3,7 @@
 Each schedule is a function ``lr(sch, s)`` of the iteration ``s`` counted from the end of the
 warmup, reading ``sch.base_lr``, ``sch.steps_per_epoch``, ``sch.main_steps`` (the iterations
 after warmup) and ``sch.p`` (the ``LRScheduler`` section), plus an optional ``check(section)``
-that rejects bad parameters with a one-line ConfigError. ``utils/config.py`` takes the valid
+that rejects bad parameters with a one-line ConfigError. ``utils/config/schema.py`` takes the valid
 ``LRScheduler.name`` values from this table and ``utils/training/optim.py``'s ``ClosedFormLR``
 evaluates it, so a new schedule is one registered function here::
 

@@ -33,7 +33,8 @@ from utils.training import ranks
 from utils.training.addon import SLOTS, AddOn, TrainRun
 from utils.training.checkpoint import CheckpointStore, load_optimizer, load_state, load_weights, resolve_checkpoint, save_json
 from utils.training.evaluate import LastEval, RegressionMetrics
-from utils.training.optim import build_loss, build_lr_scheduler, build_optimizer, current_lr, schedule_warnings
+from utils.training.losses import build_loss
+from utils.training.optim import build_lr_scheduler, build_optimizer, current_lr, schedule_warnings
 from utils.training.vdl import build_logger
 from utils.training.vdl_log import open_writer
 

@@ -138,6 +138,6 @@ class CheckContext:
 
     def loss_fn(self) -> Callable:
         """The config's loss for this data's class count."""
-        from utils.training.optim import build_loss  # imports paddle: deferred until the thread count is set
+        from utils.training.losses import build_loss  # imports paddle: deferred until the thread count is set
 
         return build_loss(self.cfg, self.num_classes)

@@ -12,7 +12,7 @@ import numpy as np
 from paddle import nn
 
 from utils.doctor.series import RunContext
-from utils.training.optim import regression_loss_np
+from utils.training.losses import regression_loss_np
 
 # Transform names that count as augmentation besides every ``Random*`` one.
 RANDOM_OPS = ("RandomCrop", "RandomHorizontalFlip", "RandomResizedCrop", "RandomRotation", "ColorJitter")

@@ -133,7 +133,8 @@ def run_lr_find(cfg: dict, out_dir: str | None = None, start_lr: float = 1e-7, e
     from utils.data import build_datasets, build_loaders
     from utils.training.callbacks import seed_everything
     from utils.training.checkpoint import save_json
-    from utils.training.optim import build_loss, build_optimizer
+    from utils.training.losses import build_loss
+    from utils.training.optim import build_optimizer
 
     out_dir = out_dir or default_out_dir(cfg)
     if os.path.isdir(out_dir) and os.listdir(out_dir):

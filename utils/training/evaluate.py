@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 import numpy as np
 import paddle
 
+from utils.training.losses import regression_loss_np
+
 if TYPE_CHECKING:
     from utils.data import DataBundle
 
@@ -101,8 +103,6 @@ class RegressionMetrics:
         return np.asarray(values, np.float64).reshape(-1) * self.target_std + self.target_mean
 
     def __call__(self, preds: np.ndarray, targets: np.ndarray) -> dict:
-        from utils.training.optim import regression_loss_np
-
         n = len(np.asarray(targets).reshape(-1))
         if n == 0:
             return {"loss": float("nan"), "mae": float("nan"), "rmse": float("nan"), "samples": 0}

@@ -11,7 +11,6 @@ Contract with the training engine:
   per-parameter LR multipliers set with ``paddle.ParamAttr(learning_rate=m)`` keep working; the
   ``FineTune`` section sets them, and freezes, through ``utils/addons/finetune.py``). It gets every
   parameter, frozen ones included, so a parameter unfrozen later (two-stage fine-tuning) trains.
-* :func:`build_loss` returns cross-entropy with optional label smoothing (regression: mse / smooth_l1).
 * :func:`schedule_warnings` returns human-readable warnings about a schedule that is probably
   not what the user meant; :func:`current_lr` returns the LR the optimizer uses next.
 
@@ -40,14 +39,12 @@ from typing import Iterable
 
 import numpy as np
 import paddle
-import paddle.nn.functional as F
 from paddle import nn
 
 from utils.errors import ConfigError
 from utils.schedules import get_schedule, require
 
-__all__ = ["ClosedFormLR", "build_lr_scheduler", "schedule_warnings", "build_optimizer",
-           "build_loss", "SmoothedCrossEntropy", "RegressionLoss", "regression_loss_np", "current_lr"]
+__all__ = ["ClosedFormLR", "build_lr_scheduler", "schedule_warnings", "build_optimizer", "current_lr"]
 
 
 # ----------------------------------------------------------------------------- validation helpers
@@ -336,77 +333,3 @@ def build_optimizer(cfg: dict, parameters: Iterable[paddle.Tensor],
 def current_lr(optimizer: paddle.optimizer.Optimizer) -> float:
     """The LR the optimizer applies at its next step (before ParamAttr multipliers)."""
     return float(optimizer.get_lr())
-
-
-# ----------------------------------------------------------------------------- loss
-
-class SmoothedCrossEntropy(nn.Layer):
-    """Softmax cross-entropy with label smoothing, for logits [N, C] and int labels [N, 1] or [N].
-
-    loss = mean_n[(1 - eps) * (-log p[n, y_n]) + eps * mean_c(-log p[n, c])], i.e. cross-entropy
-    against the target (1 - eps) * onehot + eps / C. Implemented here because in Paddle 3.3.1
-    ``nn.CrossEntropyLoss(label_smoothing=...)`` fails on int64 labels of shape [N, 1]
-    (no int64 ``label_smooth`` kernel); it only works with labels of shape [N].
-    """
-
-    def __init__(self, label_smoothing: float = 0.0, num_classes: int | None = None) -> None:
-        super().__init__()
-        self.eps = float(label_smoothing)
-        self.num_classes = num_classes
-
-    def forward(self, logits: paddle.Tensor, label: paddle.Tensor) -> paddle.Tensor:
-        """Mean smoothed cross-entropy of the batch (a scalar tensor)."""
-        c = logits.shape[-1]
-        if self.num_classes and c is not None and c > 0 and c != self.num_classes:
-            raise ValueError(f"the model outputs {c} logits per sample but the data has {self.num_classes} classes")
-        logp = F.log_softmax(logits.astype("float32"), axis=-1)
-        label = label.astype("int64").reshape([-1, 1])
-        nll = -paddle.take_along_axis(logp, label, axis=1).squeeze(-1)
-        if self.eps == 0:
-            return nll.mean()
-        smooth = -logp.mean(axis=-1)
-        return ((1.0 - self.eps) * nll + self.eps * smooth).mean()
-
-
-def regression_loss_np(pred: np.ndarray, target: np.ndarray, name: str) -> np.ndarray:
-    """Per-sample regression loss in numpy (float64), as :class:`RegressionLoss` computes it."""
-    d = np.asarray(pred, np.float64).reshape(-1) - np.asarray(target, np.float64).reshape(-1)
-    if name == "mse":
-        return d * d
-    a = np.abs(d)  # smooth_l1 (Huber, delta 1)
-    return np.where(a < 1.0, 0.5 * d * d, a - 0.5)
-
-
-class RegressionLoss(nn.Layer):
-    """Mean squared error (``mse``) or Huber / smooth L1 with delta 1 (``smooth_l1``) of one output.
-
-    Prediction and target are both flattened to [N] first: a [N, 1] output against a [N] target
-    would otherwise broadcast to an [N, N] difference.
-    """
-
-    def __init__(self, name: str = "mse") -> None:
-        super().__init__()
-        if name not in ("mse", "smooth_l1"):
-            raise ConfigError(f"Loss.name: {name!r} is not a regression loss (mse, smooth_l1)")
-        self.name = name
-
-    def forward(self, pred: paddle.Tensor, target: paddle.Tensor) -> paddle.Tensor:
-        """Mean loss of the batch (a scalar tensor)."""
-        d = pred.astype("float32").reshape([-1]) - target.astype("float32").reshape([-1])
-        if self.name == "mse":
-            return (d * d).mean()
-        a = d.abs()
-        return paddle.where(a < 1.0, 0.5 * d * d, a - 0.5).mean()
-
-
-def build_loss(cfg: dict, num_classes: int | None) -> nn.Layer:
-    """The training/validation loss layer of ``Loss.name`` (CrossEntropy with ``label_smoothing``;
-    mse / smooth_l1 for ``Global.task: regression``, see :class:`RegressionLoss`)."""
-    lcfg = cfg["Loss"]
-    if lcfg["name"] in ("mse", "smooth_l1"):
-        return RegressionLoss(lcfg["name"])
-    if lcfg["name"] != "CrossEntropy":
-        raise ConfigError(f"Loss.name: unknown loss {lcfg['name']!r}")
-    eps = lcfg["label_smoothing"]
-    require(0 <= eps < 1, "Loss.label_smoothing", eps, "in [0, 1)")
-    return SmoothedCrossEntropy(eps, num_classes)

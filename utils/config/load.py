@@ -1,0 +1,283 @@
+"""Reading a config: ``_base_`` inheritance, ``-o Key.sub=value`` overrides, validation against the schema.
+
+Unknown keys and wrong types are errors that name the key, the file and line, and the closest
+valid key. YAML is read with ``yaml.safe_load`` only; override values too.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from typing import TYPE_CHECKING, Any, Container, Sequence
+
+import yaml
+
+from utils.config.schema import OPEN_SECTIONS, REGRESSION_DATASETS, REGRESSION_METRICS, SCHEMA, TASK_LOSSES, defaults
+from utils.errors import ConfigError, did_you_mean
+
+if TYPE_CHECKING:
+    import argparse
+
+
+def _key_lines(path: str, text: str) -> dict[str, int]:
+    """Map 'Section.key' -> 1-based line number in a YAML file (best effort)."""
+    lines = {}
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return lines
+
+    def walk(n, prefix):
+        if isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                name = f"{prefix}{k.value}"
+                lines.setdefault(name, k.start_mark.line + 1)
+                walk(v, name + ".")
+
+    walk(node, "")
+    return lines
+
+
+def read_yaml_text(path: str, missing: str) -> tuple[Any, str]:
+    """(data, text) of a YAML file read with ``yaml.safe_load``.
+
+    Raises:
+        ConfigError: ``missing`` when there is no such file; ``path:line: malformed YAML: ...``
+            when it does not parse.
+    """
+    if not os.path.isfile(path):
+        raise ConfigError(missing)
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        return yaml.safe_load(text), text
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}{line}: malformed YAML: {problem} (check indentation and the ':' after each key)") from None
+
+
+def _read_yaml(path: str) -> tuple[dict, dict[str, int]]:
+    data, text = read_yaml_text(path, f"config file not found: {path} (pass an existing YAML file with -c, "
+                                      f"e.g. configs/gmlp_digits.yml)")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (Global:, Arch:, ...), got {type(data).__name__}")
+    return data, _key_lines(path, text)
+
+
+def _merge(dst: dict, src: dict) -> dict:
+    """Recursively merge src into dst (mappings merge, everything else replaces)."""
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict):
+            _merge(dst[k], v)
+        else:
+            dst[k] = copy.deepcopy(v)
+    return dst
+
+
+def _load_raw(path: str, origin: dict[str, str], stack: tuple[str, ...] = ()) -> dict:
+    """Load a file and its _base_ chain; record where each dotted key came from."""
+    path = os.path.normpath(path)
+    if path in stack:
+        raise ConfigError(f"{path}: _base_ cycle: {' -> '.join(stack + (path,))}")
+    data, lines = _read_yaml(path)
+    bases = data.pop("_base_", [])
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{path}: _base_ must be a file name or a list of file names")
+    merged = {}
+    for base in bases:
+        base_path = os.path.join(os.path.dirname(path), base)
+        _merge(merged, _load_raw(base_path, origin, stack + (path,)))
+    for sec, body in data.items():
+        origin[sec] = f"{path}:{lines.get(sec, '?')}"
+        if isinstance(body, dict):
+            for k in body:
+                origin[f"{sec}.{k}"] = f"{path}:{lines.get(f'{sec}.{k}', '?')}"
+    return _merge(merged, data)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'A.b=value' -> (['A', 'b'], parsed value). Values go through yaml.safe_load."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}': expected KEY=VALUE, e.g. -o Optimizer.lr=0.01")
+    key, raw = text.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override '{text}': empty part in key '{key}'")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw  # an unquoted string with YAML punctuation: keep it as text
+    return parts, value
+
+
+def validate(cfg: dict, origin: dict[str, str] | None = None) -> dict:
+    """Check sections, keys and types in place; fill defaults. Raises ConfigError."""
+    origin = origin or {}
+    out = defaults()
+    for sec, body in cfg.items():
+        where = origin.get(sec, "config")
+        if sec not in SCHEMA:
+            raise ConfigError(f"{where}: unknown section '{sec}'{did_you_mean(sec, SCHEMA)}; valid sections: {', '.join(SCHEMA)}")
+        if body is None:
+            continue
+        if not isinstance(body, dict):
+            raise ConfigError(f"{where}: section '{sec}' must be a mapping of keys, got {type(body).__name__}")
+        for k, v in body.items():
+            where = origin.get(f"{sec}.{k}", origin.get(sec, "config"))
+            key = SCHEMA[sec].get(k)
+            if key is None:
+                if sec in OPEN_SECTIONS:
+                    out[sec][k] = v  # model kwargs: the factory checks names and types
+                    continue
+                raise ConfigError(f"{where}: unknown key '{sec}.{k}'{did_you_mean(k, SCHEMA[sec])}; "
+                                  f"valid keys of {sec}: {', '.join(SCHEMA[sec])}")
+            out[sec][k] = key.check(v, f"{where}: {sec}.{k}")
+    explicit = {f"{sec}.{k}" for sec, body in cfg.items() if isinstance(body, dict) for k in body}
+    check_task(out, explicit, origin)
+    check_ema(out, origin)  # EMA.decay in (0, 1), EMA.every_iters >= 1
+    return out
+
+
+def check_task(cfg: dict, explicit: Container[str] = (), origin: dict[str, str] | None = None) -> None:
+    """``Global.task`` against the data, loss and monitored metrics; fills the regression defaults.
+
+    Regression: ``Loss.name`` defaults to mse, ``EarlyStopping.monitor`` to mae and its mode to
+    min, unless the config sets them (``explicit``: the 'Section.key' names it sets). A
+    classification loss, dataset or metric under regression (and the reverse) is a one-line
+    ConfigError naming both keys.
+    """
+    origin = origin or {}
+    task = cfg["Global"]["task"]
+
+    def fail(key, text):
+        where = origin.get(key) or origin.get("Global.task") or "config"
+        raise ConfigError(f"{where}: {key}: {text}")
+
+    regression = task == "regression"
+    data = cfg["Data"]["name"]
+    if regression and data not in REGRESSION_DATASETS:
+        fail("Data.name", f"{data!r} is a classification dataset but Global.task is regression "
+                          f"(regression datasets: {', '.join(REGRESSION_DATASETS)})")
+    if not regression and data in REGRESSION_DATASETS:
+        fail("Data.name", f"{data!r} is a regression dataset (one real-valued target) but Global.task is "
+                          f"classification: set Global.task: regression")
+    if regression and "Loss.name" not in explicit:
+        cfg["Loss"]["name"] = "mse"
+    loss = cfg["Loss"]["name"]
+    if loss not in TASK_LOSSES[task]:
+        other = "regression" if not regression else "classification"
+        fail("Loss.name", f"{loss!r} is a {other} loss but Global.task is {task}: use "
+                          f"{' or '.join(TASK_LOSSES[task])}")
+    if regression and cfg["Loss"]["label_smoothing"]:
+        fail("Loss.label_smoothing", f"{cfg['Loss']['label_smoothing']} applies to classification only, but "
+                                     f"Global.task is regression: remove it")
+    es = cfg["EarlyStopping"]
+    if regression:
+        if "EarlyStopping.monitor" not in explicit:
+            es["monitor"] = "mae"
+        if "EarlyStopping.mode" not in explicit:
+            es["mode"] = "min"
+    for key, value in (("EarlyStopping.monitor", es["monitor"]), ("LRScheduler.monitor", cfg["LRScheduler"]["monitor"])):
+        if regression and value not in REGRESSION_METRICS:
+            fail(key, f"{value!r} is not a metric of Global.task regression (it reports {', '.join(REGRESSION_METRICS)})")
+        if not regression and value in REGRESSION_METRICS and value != "loss":
+            fail(key, f"{value!r} is a regression metric but Global.task is classification "
+                      f"(it reports loss, acc, acc_topK)")
+
+
+def check_ema(cfg: dict, origin: dict[str, str] | None = None) -> None:
+    """Ranges of the EMA keys (utils/addons/ema.py); a ConfigError naming the key and where it was set."""
+    origin = origin or {}
+    e = cfg["EMA"]
+    check_ema_decay(e["decay"], origin.get("EMA.decay", "config"))
+    check_ema_every_iters(e["every_iters"], origin.get("EMA.every_iters", "config"))
+
+
+def check_ema_decay(decay: object, where: str | None = None) -> float:
+    """``EMA.decay`` as a float in (0, 1); the rule of the config and of ``utils.addons.ema.ModelEMA``.
+
+    Raises:
+        ConfigError: naming the key, prefixed with ``where`` it was set when given.
+    """
+    if not (isinstance(decay, (int, float)) and 0.0 < float(decay) < 1.0):
+        prefix = f"{where}: " if where else ""
+        raise ConfigError(f"{prefix}EMA.decay must be in (0, 1) (e.g. 0.999: an average over ~1000 steps), got {decay!r}")
+    return float(decay)
+
+
+def check_ema_every_iters(every_iters: object, where: str | None = None) -> int:
+    """``EMA.every_iters`` as an int >= 1; the rule of the config and of ``utils.addons.ema.EMACallback``.
+
+    Raises:
+        ConfigError: naming the key, prefixed with ``where`` it was set when given.
+    """
+    prefix = f"{where}: " if where else ""
+    # the config's schema already made it an int; a direct caller may pass anything
+    if isinstance(every_iters, bool) or not isinstance(every_iters, int):
+        raise ConfigError(f"{prefix}EMA.every_iters must be an integer >= 1, got {every_iters!r}")
+    if every_iters < 1:
+        raise ConfigError(f"{prefix}EMA.every_iters must be >= 1, got {every_iters!r}")
+    return int(every_iters)
+
+
+def load_config(path: str, overrides: Sequence[str] = ()) -> dict:
+    """Load ``path`` with its ``_base_`` chain, apply ``-o`` overrides, validate.
+
+    Args:
+        path: YAML file.
+        overrides: iterable of 'Section.key=value' strings.
+
+    Returns:
+        A nested dict with every section and key of :data:`SCHEMA` present.
+    """
+    origin = {}
+    raw = _load_raw(path, origin)
+    for text in overrides:
+        parts, value = parse_override(text)
+        if len(parts) != 2:
+            raise ConfigError(f"override '{text}': keys are Section.key (two parts), got '{'.'.join(parts)}'")
+        sec, k = parts
+        if sec not in SCHEMA:
+            raise ConfigError(f"override '{text}': unknown section '{sec}'{did_you_mean(sec, SCHEMA)}")
+        if k not in SCHEMA[sec] and sec not in OPEN_SECTIONS:
+            raise ConfigError(f"override '{text}': unknown key '{sec}.{k}'{did_you_mean(k, SCHEMA[sec])}")
+        key = SCHEMA[sec].get(k)
+        if key is not None and str in key.types and not isinstance(value, (str, type(None))) \
+                and not isinstance(value, tuple(t for t in key.types if t is not str)):
+            value = text.split("=", 1)[1].strip()  # '-o Global.run_name=off' means the text, not False
+        raw.setdefault(sec, {})
+        if raw[sec] is None:
+            raw[sec] = {}
+        raw[sec][k] = value
+        origin[f"{sec}.{k}"] = f"override -o {text}"
+    cfg = validate(raw, origin)
+    cfg["_meta"] = {"config_path": path, "config_name": os.path.splitext(os.path.basename(path))[0],
+                    "overridden": [".".join(parse_override(t)[0]) for t in overrides]}
+    return cfg
+
+
+def add_override_arg(parser: argparse.ArgumentParser,
+                     help: str = "override a config key, e.g. -o Global.epochs=5 (repeatable)") -> None:
+    """The ``-o KEY=VALUE`` option every tool takes (PaddleClas style), collected in ``args.override``."""
+    parser.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
+def model_kwargs(cfg: dict) -> dict:
+    """The Arch keys that go to the model factory (everything but name/init)."""
+    return {k: v for k, v in cfg["Arch"].items() if k not in SCHEMA["Arch"]}
+
+
+def dump_config(cfg: dict, path: str) -> None:
+    """Write the resolved config (no _base_, every key) so the run can be reproduced from it alone."""
+    body = {k: v for k, v in cfg.items() if not k.startswith("_")}
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        yaml.safe_dump(body, f, sort_keys=False, default_flow_style=None, allow_unicode=True)
+    os.replace(tmp, path)
+
+
