@@ -17,6 +17,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from utils.build import configure_threads
 from utils.config import add_override_arg, load_config  # noqa: E402  (no paddle import: threads are set first)
 from utils.errors import UserError, run_tool  # noqa: E402
 
@@ -42,7 +43,6 @@ def main(argv=None):
     from utils import checks  # imports paddle only when the checks run
 
     names = checks.select_checks(args.only)  # unknown names: exit 2 before any work
-    from utils.build import configure_threads
 
     configure_threads(cfg["Global"]["num_threads"])
     t0 = time.time()

@@ -12,6 +12,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from utils.config import model_kwargs
 from utils.errors import UserError
 
 if TYPE_CHECKING:
@@ -89,8 +90,7 @@ TABULAR_MODELS = ("mlp",)
 
 def build_network(cfg: dict, bundle: DataBundle) -> paddle.nn.Layer:
     """The model of ``Arch`` for this data (classes, channels, size)."""
-    from models import build_model
-    from utils.config import model_kwargs
+    from models import build_model  # imports paddle: deferred until the thread count is set
 
     a = cfg["Arch"]
     if getattr(bundle, "num_features", None) and a["name"] not in TABULAR_MODELS:

@@ -15,6 +15,10 @@ import dataclasses
 import os
 from typing import Sequence
 
+import numpy as np
+
+from utils.build import build_network, configure_threads, topk_for
+from utils.config import load_config
 from utils.errors import UserError
 
 CHECKPOINT_SUFFIXES = (".pdparams", ".pdopt", ".pdstates")
@@ -68,9 +72,6 @@ def open_config(path: str, overrides: Sequence[str] = ()) -> dict:
     Raises:
         UserError: no such file, or an invalid config.
     """
-    from utils.build import configure_threads
-    from utils.config import load_config
-
     if not os.path.isfile(path):
         raise UserError(f"-c {path}: no such config file (configs are in configs/, e.g. configs/cnn_digits.yml)")
     cfg = load_config(path, overrides)
@@ -108,7 +109,7 @@ def open_run(path: str, checkpoint: str = "best_model", config: str | None = Non
     cfg = open_config(cfg_path, overrides)
     prefix = None
     if need_checkpoint:
-        from utils.training.checkpoint import resolve_checkpoint
+        from utils.training.checkpoint import resolve_checkpoint  # imports paddle: deferred until the thread count is set
 
         prefix = resolve_checkpoint(path, checkpoint)
     return Run(run_dir=run_dir, cfg=cfg, config_path=cfg_path, checkpoint=prefix)
@@ -122,12 +123,15 @@ def evaluate_run(cfg: dict, checkpoint: str, split: str = "val") -> dict:
         checkpoint: checkpoint prefix (``.../best_model``).
         split: ``val``, ``test`` or ``train``.
     """
-    import numpy as np
-
-    from utils.build import build_network, topk_for
-    from utils.data import build_datasets, build_eval_loader
-    from utils.training.checkpoint import load_weights
-    from utils.training.evaluate import RegressionMetrics, confusion_matrix, per_class_accuracy, predict, summarize
+    from utils.data import build_datasets, build_eval_loader  # imports paddle: deferred until the thread count is set
+    from utils.training.checkpoint import load_weights  # imports paddle: deferred until the thread count is set
+    from utils.training.evaluate import (  # imports paddle: deferred until the thread count is set
+        RegressionMetrics,
+        confusion_matrix,
+        per_class_accuracy,
+        predict,
+        summarize,
+    )
 
     bundle = build_datasets(cfg)
     dataset = {"val": bundle.val, "test": bundle.test, "train": bundle.train}.get(split)

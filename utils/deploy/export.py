@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from utils.build import build_network, network_input_side
+from utils.data import build_datasets
 from utils.deploy.inference_yml import (
     CONFIG_FILE,
     DEFAULT_DIRNAME,
@@ -184,8 +185,7 @@ def load_run_network(path: str, checkpoint: str = "best_model", config: str | No
 def _rebuild(run: Run) -> tuple[DataBundle, paddle.nn.Layer]:
     """(bundle, network with the checkpoint's weights) of an opened run."""
     # imports paddle: deferred until the thread count is set
-    from utils.data import build_datasets
-    from utils.training.checkpoint import load_weights
+    from utils.training.checkpoint import load_weights  # imports paddle: deferred until the thread count is set
 
     cfg = run.cfg
     # Only the class names, the eval pipeline and one image size are needed: reading headers

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from utils.build import build_network
+from utils.data import build_datasets
 from utils.errors import UserError
 from utils.studies.init_classic import (
     CLASSIC_ACTIVATIONS,
@@ -297,7 +298,6 @@ def model_study(cfg: dict, init: str | None = None, init_std: float | None = Non
     # imports paddle: deferred until the thread count is set
     import paddle
 
-    from utils.data import build_datasets
 
     init = cfg["Arch"]["init"] if init is None else init
     if init not in MODEL_INITS:

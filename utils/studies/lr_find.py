@@ -130,11 +130,11 @@ def run_lr_find(cfg: dict, out_dir: str | None = None, start_lr: float = 1e-7, e
     check_sweep_args(start_lr, end_lr, num_iters, diverge_factor, beta)
 
     # imports paddle: deferred until the thread count is set
-    from utils.data import build_datasets, build_loaders
-    from utils.training.callbacks import seed_everything
-    from utils.training.checkpoint import save_json
-    from utils.training.losses import build_loss
-    from utils.training.optim import build_optimizer
+    from utils.data import build_datasets, build_loaders  # imports paddle: deferred until the thread count is set
+    from utils.training.callbacks import seed_everything  # imports paddle: deferred until the thread count is set
+    from utils.training.checkpoint import save_json  # imports paddle: deferred until the thread count is set
+    from utils.training.losses import build_loss  # imports paddle: deferred until the thread count is set
+    from utils.training.optim import build_optimizer  # imports paddle: deferred until the thread count is set
 
     out_dir = out_dir or default_out_dir(cfg)
     if os.path.isdir(out_dir) and os.listdir(out_dir):

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from utils.build import build_network, network_input_side
+from utils.data import build_datasets
 from utils.errors import DataError
 from utils.studies.rf_geometry import POOLS, Field, adaptive_params, conv_params, pair
 
@@ -309,7 +310,6 @@ def config_input(cfg: dict) -> tuple[int, int, int, str | None]:
     ``note`` says so; any other data error is raised.
     """
     # imports paddle: deferred until the thread count is set
-    from utils.data import build_datasets
 
     cfg = copy.deepcopy(cfg)
     if cfg["Data"]["name"] in ("folder", "filelist"):

@@ -36,6 +36,7 @@ import paddle
 from paddle.callbacks import Callback
 from paddle.nn.clip import ClipGradBase
 
+from utils.config import model_kwargs
 from utils.errors import check_int
 from utils.training.evaluate import softmax
 from utils.training.vdl_images import draw_predictions, pick_samples
@@ -125,8 +126,6 @@ def run_hparams(cfg: dict) -> dict[str, int | float | str]:
     Model and its ``Arch`` arguments (``arch.<key>``), data, optimizer, learning rate, batch
     size, weight decay, epochs, schedule and warmup, label smoothing, clipping, init and seed.
     """
-    from utils.config import model_kwargs
-
     g, a, o, s, d = cfg["Global"], cfg["Arch"], cfg["Optimizer"], cfg["LRScheduler"], cfg["Data"]
     hp = {
         "model": a["name"], "data": d["name"], "optimizer": o["name"], "lr": o["lr"],
@@ -176,7 +175,6 @@ class VisualDLLogger(Callback):
         best_fn: callable returning the best evaluation's metrics (the checkpointer's), for
             the ``hparam/best_*`` scalars.
     """
-
     def __init__(self, writer: LogWriter, progress: Progress, lr_fn: Callable[[], float], eval_source: LastEval | None = None,
                  samples: paddle.io.Dataset | None = None, class_names: Sequence[str] | None = None,
                  histograms_every_epochs: int = 0, sample_images: int = 0, confidence_histogram: bool = False,

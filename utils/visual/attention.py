@@ -60,9 +60,9 @@ def plot_attention(cfg: dict, checkpoint: str, out: str, image: str | None = Non
         UserError: a model with neither, or no image for spatial attention.
     """
     # imports paddle: deferred until the thread count is set
-    from models.gmlp import SpatialGatingUnit
-    from models.spatial_attention import SpatialAttention
-    from utils.training.evaluate import softmax
+    from models.gmlp import SpatialGatingUnit  # imports paddle: deferred until the thread count is set
+    from models.spatial_attention import SpatialAttention  # imports paddle: deferred until the thread count is set
+    from utils.training.evaluate import softmax  # imports paddle: deferred until the thread count is set
 
     network, bundle = load_network(cfg, checkpoint)
     subs = list(network.named_sublayers())

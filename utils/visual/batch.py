@@ -30,8 +30,8 @@ def training_batch(cfg: dict, epoch: int = 1) -> tuple[np.ndarray, np.ndarray, D
         (x float32 [N, C, H, W] as the network receives it, labels int [N], data bundle).
     """
     # imports paddle: deferred until the thread count is set
-    from utils.data import build_datasets, build_loaders
-    from utils.training.callbacks import seed_everything
+    from utils.data import build_datasets, build_loaders  # imports paddle: deferred until the thread count is set
+    from utils.training.callbacks import seed_everything  # imports paddle: deferred until the thread count is set
 
     if epoch < 1:
         raise UserError(f"--epoch must be >= 1, got {epoch}")

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from utils.build import build_network, network_input_side
+from utils.data import build_datasets
 from utils.errors import UserError
 from utils.visual import plots
 
@@ -42,8 +43,7 @@ class PlotResult:
 def load_network(cfg: dict, checkpoint: str, bundle: DataBundle | None = None) -> tuple[paddle.nn.Layer, DataBundle]:
     """(network in eval mode with the checkpoint's weights, data bundle)."""
     # imports paddle: deferred until the thread count is set
-    from utils.data import build_datasets
-    from utils.training.checkpoint import load_weights
+    from utils.training.checkpoint import load_weights  # imports paddle: deferred until the thread count is set
 
     bundle = bundle if bundle is not None else build_datasets(cfg)
     network = build_network(cfg, bundle)

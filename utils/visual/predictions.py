@@ -25,8 +25,8 @@ ANNOTATE_MAX_CLASSES = 20      # confusion: write the counts in the cells up to 
 def _split_predictions(cfg: dict, checkpoint: str, split: str) -> tuple[DataBundle, object, np.ndarray, np.ndarray]:
     """(bundle, dataset, logits, labels) of ``split`` under the checkpoint."""
     # imports paddle: deferred until the thread count is set
-    from utils.data import build_datasets, build_eval_loader
-    from utils.training.evaluate import predict
+    from utils.data import build_datasets, build_eval_loader  # imports paddle: deferred until the thread count is set
+    from utils.training.evaluate import predict  # imports paddle: deferred until the thread count is set
 
     bundle = build_datasets(cfg)
     dataset = {"val": bundle.val, "test": bundle.test, "train": bundle.train}[split]
