@@ -46,7 +46,7 @@ class Doctor(Callback):
             last step).
         grad_every: global gradient norm (and clipping) every N steps.
         verbose: 0 prints only warnings and errors; 1 also the informational findings at the end.
-        sync_flag: data parallel: ``flag -> flag on any rank`` (``utils.addons.distributed.any_rank``). A NaN
+        sync_flag: data parallel: ``flag -> flag on any rank`` (``utils.training.ranks.any_rank``). A NaN
             input or loss is seen by one rank but the gradients are averaged over all: every rank
             must skip the update of that step, or the ranks' weights part.
 
