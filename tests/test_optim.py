@@ -6,8 +6,10 @@ import numpy as np
 import paddle
 import pytest
 
-from utils.config import validate
+from utils.config import SCHEDULES, validate
 from utils.errors import ConfigError
+from utils.schedules import SCHEDULES as SCHEDULE_TABLE
+from utils.schedules import get_schedule, list_schedules, register_schedule
 from utils.training.losses import build_loss
 from utils.training.optim import ClosedFormLR, build_lr_scheduler, build_optimizer, current_lr, schedule_warnings
 
@@ -494,3 +496,37 @@ def test_invalid_label_smoothing():
 def test_closed_form_lr_rejects_unknown_name():
     with pytest.raises(ConfigError):
         ClosedFormLR("bogus", 0.1, 10, 1, {})
+
+
+# ----------------------------------------------------------------------------- the schedule registry
+
+@pytest.mark.parametrize("name", list_schedules())
+def test_every_registered_schedule_is_valid_config_finite_and_holds_past_the_end(name):
+    assert name in SCHEDULES  # the config schema reads the registry
+    s = make_sched(name, spe=7, epochs=6, lr=0.2, warmup_epochs=1)
+    total = s.total_steps
+    lrs = [s.lr_at(t) for t in range(total + 10)]
+    assert all(math.isfinite(v) and v >= 0 for v in lrs)
+    assert lrs[0] == 0.0 and lrs[7] > 0  # warmup from warmup_start_lr 0 to the main schedule's start
+    assert lrs[total + 9] == pytest.approx(lrs[total])
+
+
+def test_a_registered_schedule_is_accepted_by_the_config_and_drives_the_lr():
+    @register_schedule("halving_test")
+    def halving(sch, s):
+        return sch.base_lr * 0.5 ** (s // sch.steps_per_epoch)
+
+    try:
+        s = make_sched("halving_test", spe=5, epochs=4, lr=0.8)
+        assert [s.lr_at(t) for t in (0, 4, 5, 10, 19)] == [0.8, 0.8, 0.4, 0.2, 0.1]
+        with pytest.raises(ValueError, match="registered twice"):
+            register_schedule("halving_test")(halving)
+    finally:
+        del SCHEDULE_TABLE["halving_test"]
+    with pytest.raises(ConfigError, match="halving_test.*is not one of"):
+        make_cfg("halving_test")
+
+
+def test_unknown_schedule_names_the_registered_ones():
+    with pytest.raises(ConfigError, match="did you mean 'cosine'.*registered schedules: constant, step"):
+        get_schedule("cosin")

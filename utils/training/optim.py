@@ -113,7 +113,7 @@ class ClosedFormLR(paddle.optimizer.lr.LRScheduler):
         w = self.warmup_steps
         if t < w:
             return self.warmup_start_lr + (self._main(0) - self.warmup_start_lr) * t / w
-        return float(self._main(t - w))
+        return float(self._main(min(t - w, self.main_steps)))  # past the end: the final value
 
     def get_lr(self) -> float:
         """LR of the current iteration (``last_epoch``); Paddle's ``step()`` calls it."""
