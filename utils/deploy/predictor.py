@@ -179,7 +179,11 @@ class Predictor:
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """Class probabilities of a preprocessed batch (softmax applied when the program outputs logits)."""
         out = self.run(batch)
-        return out if self.output == "probabilities" else _softmax(out)
+        if self.output == "probabilities":
+            return out
+        from utils.training.evaluate import softmax  # imports paddle: deferred until the thread count is set
+
+        return softmax(out).astype(np.float32)
 
     def predict(self, inputs: Iterable, topk: int | None = None, batch_size: int = 32) -> list[dict]:
         """Top-k classes of each input.
@@ -215,9 +219,3 @@ class Predictor:
 def load_predictor(path: str, **kwargs: object) -> Predictor:
     """A :class:`Predictor` on the export at ``path`` (an export dir or a run dir holding one)."""
     return Predictor(path, **kwargs)
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = np.asarray(z, np.float64)
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
