@@ -68,7 +68,7 @@ def train(cfg: dict, print_fn: Callable[..., None] = print, callbacks: Iterable 
     # namespace gives every run the same names, so a checkpoint saved by one run loads
     # into another in the same process (the optimizer state is keyed by those names).
     with unique_name.guard():
-        run = open_run(cfg, print_fn)
+        run = start_run(cfg, print_fn)
         addons = [a for a in (cls.create(run) for cls in ADDONS) if a is not None]
         build_data(run)
         build_model(run, addons)
@@ -84,7 +84,7 @@ def _quiet(*args, **kwargs) -> None:
     pass
 
 
-def open_run(cfg: dict, print_fn: Callable[..., None]) -> TrainRun:
+def start_run(cfg: dict, print_fn: Callable[..., None]) -> TrainRun:
     """Device, ranks, seed, and the checkpoint to resume from (refused when it cannot be continued)."""
     g = cfg["Global"]
     run = TrainRun(cfg, print_fn, rank_print=print_fn, t_start=time.time())
