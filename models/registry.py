@@ -36,7 +36,7 @@ def list_models() -> list[str]:
 def model_factory(name: str) -> Factory:
     """The factory registered as ``name``; unknown names raise ConfigError listing the valid ones."""
     if name not in _REGISTRY:
-        raise ConfigError(f"unknown model '{name}'{did_you_mean(name, _REGISTRY)}; "
+        raise ConfigError(f"Arch.name: unknown model '{name}'{did_you_mean(name, _REGISTRY)}; "
                           f"registered models: {', '.join(list_models())}")
     return _REGISTRY[name]
 
@@ -68,10 +68,36 @@ def build_model(name: str, num_classes: int = 10, in_channels: int = 3, image_si
         **kwargs: the factory's own arguments.
     """
     check_kwargs(name, kwargs)
+    factory = model_factory(name)
+    fixed = dict(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
     try:
-        model = model_factory(name)(num_classes=num_classes, in_channels=in_channels,
-                                    image_size=image_size, **kwargs)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"Arch: model '{name}' rejected its arguments: {e}") from None
+        model = factory(**fixed, **kwargs)
+    except Exception as e:  # the factory's checks or Paddle's (nn.Dropout(2.0) raises a bare ValueError)
+        raise rejected(name, factory, fixed, kwargs, e) from None
     apply_init(model, init, init_std)
     return model
+
+
+def rejected(name: str, factory: Factory, fixed: dict[str, Any], kwargs: dict[str, Any], error: Exception) -> ConfigError:
+    """The ConfigError for a factory that raised ``error``, naming the ``Arch`` argument to blame.
+
+    The culprit is the first argument whose removal (its default instead) lets the model build;
+    when none does (the data's image size is at fault, or two arguments only together), the
+    message lists them all. The retries happen only on this error path.
+    """
+    why = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if not isinstance(error, (TypeError, ValueError)):
+        why = f"{type(error).__name__}: {why}"
+
+    def builds_without(k):
+        try:
+            factory(**fixed, **{j: v for j, v in kwargs.items() if j != k})
+            return True
+        except Exception:  # still failing: not this one alone
+            return False
+
+    for k in kwargs:
+        if builds_without(k):
+            return ConfigError(f"Arch.{k}: model '{name}' rejected {k}={kwargs[k]!r}: {why}")
+    args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+    return ConfigError(f"Arch: model '{name}' rejected its arguments{f' ({args})' if args else ''}: {why}")

@@ -32,6 +32,7 @@ FLOORS = {
     "utils.build": 5,
     "utils.trainer": 5,
     "utils.runs": 5,
+    "utils.rundir": 5,
     "utils.checks": 6,
     "utils.studies": 6,
     "utils.visual": 6,

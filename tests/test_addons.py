@@ -58,7 +58,9 @@ class Recorder(AddOn):
         return None
 
     def finish(self, run, metrics):
-        self.calls.append(("finish", metrics["epochs_run"], os.path.exists(os.path.join(run.run_dir, "metrics.json"))))
+        with open(os.path.join(run.run_dir, "metrics.json"), encoding="utf-8") as f:
+            on_disk = json.load(f)["status"]
+        self.calls.append(("finish", metrics["epochs_run"], metrics["status"], on_disk))
         metrics["recorder"] = "was here"
 
 
@@ -80,10 +82,11 @@ def test_hooks_are_asked_in_order_with_the_run_built_so_far(recorded):
         ("setup", True, True, True),         # network built; no optimizer, no run directory yet
         ("prepare", True, True, True),       # optimizer and run directory exist; paddle.Model not yet
         ("callbacks", True, True, True),     # checkpointer and evaluation exist
-        ("finish", 2, False),                # after fit; metrics.json is written after the hook
+        ("finish", 2, "finished", "running"),  # after fit; the final metrics.json is written after the hook
     ]
     with open(os.path.join(metrics["run_dir"], "metrics.json"), encoding="utf-8") as f:
-        assert json.load(f)["recorder"] == "was here"
+        on_disk = json.load(f)
+    assert on_disk["recorder"] == "was here" and on_disk["status"] == "finished"
 
 
 def test_slots_place_callbacks_where_they_say(recorded):

@@ -14,7 +14,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from utils.build import configure_threads  # noqa: E402
 from utils.config import add_override_arg, load_config  # noqa: E402  (no paddle import: threads are set first)
-from utils.errors import UserError, run_tool  # noqa: E402
+from utils.errors import EXIT_NON_FINITE, UserError, handle_sigterm, run_tool  # noqa: E402
+
+# Stops that mean the run went wrong (exit 3), not that it converged (early stopping, exit 0).
+NON_FINITE_STOPS = ("nan_guard", "doctor")
 
 
 def parse_args(argv=None):
@@ -44,7 +47,11 @@ def main(argv=None):
     configure_threads(cfg["Global"]["num_threads"])
     from utils.trainer import train  # imports paddle: after the thread count is set
 
-    train(cfg)
+    handle_sigterm()  # after Paddle's imports: like Ctrl-C, metrics.json written and the resume command shown
+
+    metrics = train(cfg)
+    if metrics.get("stopped_by") in NON_FINITE_STOPS:
+        sys.exit(EXIT_NON_FINITE)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Building blocks every tool shares: threads and device, the run directory, the network for the data.
+"""Building blocks every tool shares: threads and device, the network for the data.
 
 The floor below the training spine: ``utils/trainer.py``, ``utils/runs.py`` and the optional tools
 take these from here rather than from each other.
@@ -6,7 +6,6 @@ take these from here rather than from each other.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import io
 import os
 import sys
@@ -53,18 +52,6 @@ def select_device(name: str = "auto") -> str:
     device = "gpu" if (name == "gpu" or (name == "auto" and has_gpu)) else "cpu"
     paddle.set_device(device)
     return device
-
-
-def new_run_dir(cfg: dict) -> str:
-    """``<output_dir>/<config name>/<timestamp or run_name>``; refuses to reuse a non-empty one."""
-    g = cfg["Global"]
-    name = g["run_name"] or datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = os.path.join(g["output_dir"], cfg["_meta"]["config_name"], name)
-    if os.path.isdir(run_dir) and os.listdir(run_dir):
-        raise UserError(f"run directory {run_dir} already exists and is not empty: choose another "
-                        f"-o Global.run_name, or continue it with --resume {run_dir}")
-    os.makedirs(run_dir, exist_ok=True)
-    return run_dir
 
 
 def topk_for(cfg: dict, num_classes: int) -> tuple[int, ...]:

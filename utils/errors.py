@@ -5,8 +5,10 @@ with status 2. Anything else is a bug in the template and keeps its traceback.
 """
 from __future__ import annotations
 
+import errno
 import functools
 import os
+import signal
 import sys
 from typing import Any, Callable, Iterable
 
@@ -55,8 +57,28 @@ def check_int(key: str, value: object, minimum: int, hint: str = "") -> None:
         raise ConfigError(f"{key} must be an integer >= {minimum}{hint}, got {value!r}")
 
 
+# Exit codes of the tools (README, "Errors"): 0 done, 2 a user mistake (one line), 3 a training run
+# stopped by a non-finite loss, input or weight, 130 Ctrl-C, 143 SIGTERM, 141 a pipe reader left;
+# 1 (with a traceback) is a bug in the template.
+EXIT_USER_ERROR, EXIT_NON_FINITE, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_BROKEN_PIPE = 2, 3, 130, 143, 141
+# OS errors that are the machine's state, not a bug: a full disk, a read-only or forbidden path.
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread by :func:`handle_sigterm`'s handler: handled like Ctrl-C."""
+
+
+def handle_sigterm() -> None:
+    """Turn SIGTERM into :class:`Terminated` (after Paddle's import, whose own handler prints a C++ stack)."""
+    def raise_terminated(signum: int, frame: object) -> None:
+        raise Terminated("terminated (SIGTERM)")
+
+    signal.signal(signal.SIGTERM, raise_terminated)
+
+
 def run_tool(main: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorator for tool entry points: UserError -> one line on stderr, exit 2."""
+    """Decorator for tool entry points: UserError -> one line on stderr, exit 2; signals -> 130/143."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
@@ -64,14 +86,24 @@ def run_tool(main: Callable[..., Any]) -> Callable[..., Any]:
             return main(*args, **kwargs)
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+            sys.exit(EXIT_USER_ERROR)
+        except Terminated:
+            print("terminated (SIGTERM)", file=sys.stderr)
+            sys.exit(EXIT_TERMINATED)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
-            sys.exit(130)
+            sys.exit(EXIT_INTERRUPTED)
         except BrokenPipeError:
             # `tool | head`: the reader left. Point stdout at /dev/null so the interpreter's final
             # flush does not raise again, and exit like a process killed by SIGPIPE (128 + 13).
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            sys.exit(141)
+            sys.exit(EXIT_BROKEN_PIPE)
+        except OSError as e:
+            if e.errno not in DISK_ERRNOS:
+                raise
+            where = f" {e.filename}" if e.filename else ""
+            print(f"error: cannot write{where}: {e.strerror}: free some space or choose another "
+                  f"-o Global.output_dir", file=sys.stderr)
+            sys.exit(EXIT_USER_ERROR)
 
     return wrapper

@@ -100,7 +100,8 @@ def open_run(path: str, checkpoint: str = "best_model", config: str | None = Non
         A :class:`Run`.
 
     Raises:
-        UserError: no such path, no config.yml (and no ``-c``), no such checkpoint.
+        UserError: no such path, no config.yml (and no ``-c``), no such checkpoint, or a damaged one
+            (the message names the run's whole checkpoints to use instead).
     """
     run_dir = run_dir_of(path)
     cfg_path = config or os.path.join(run_dir, "config.yml")
@@ -109,9 +110,9 @@ def open_run(path: str, checkpoint: str = "best_model", config: str | None = Non
     cfg = open_config(cfg_path, overrides)
     prefix = None
     if need_checkpoint:
-        from utils.training.checkpoint import resolve_checkpoint  # imports paddle: deferred until the thread count is set
+        from utils.training.checkpoint import open_checkpoint  # imports paddle: deferred until the thread count is set
 
-        prefix = resolve_checkpoint(path, checkpoint)
+        prefix = open_checkpoint(path, checkpoint)  # its weights verified: a damaged file is one line, not a traceback
     return Run(run_dir=run_dir, cfg=cfg, config_path=cfg_path, checkpoint=prefix)
 
 

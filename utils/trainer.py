@@ -23,15 +23,24 @@ from utils.addons.amp import MixedPrecision
 from utils.addons.distributed import DataParallel
 from utils.addons.ema import WeightAverage
 from utils.addons.finetune import FineTune
-from utils.build import build_network, network_input_side, new_run_dir, select_device, topk_for
+from utils.build import build_network, network_input_side, select_device, topk_for
 from utils.config import dump_config
 from utils.data import build_datasets, build_loaders
 from utils.doctor.addon import DoctorAddOn
 from utils.errors import UserError
+from utils.rundir import RunLock, check_output_dir, new_run_dir, resume_changes
 from utils.training import callbacks as cb
 from utils.training import ranks
 from utils.training.addon import SLOTS, AddOn, TrainRun
-from utils.training.checkpoint import CheckpointStore, load_optimizer, load_state, load_weights, resolve_checkpoint, save_json
+from utils.training.checkpoint import (
+    CheckpointStore,
+    check_best,
+    load_optimizer,
+    load_weights,
+    resolve_resume,
+    restore_best,
+    save_json,
+)
 from utils.training.evaluate import LastEval, RegressionMetrics
 from utils.training.losses import build_loss
 from utils.training.optim import build_lr_scheduler, build_optimizer, current_lr, schedule_warnings
@@ -69,15 +78,21 @@ def train(cfg: dict, print_fn: Callable[..., None] = print, callbacks: Iterable 
     # into another in the same process (the optimizer state is keyed by those names).
     with unique_name.guard():
         run = start_run(cfg, print_fn)
-        addons = [a for a in (cls.create(run) for cls in ADDONS) if a is not None]
-        build_data(run)
-        build_model(run, addons)
-        build_optimization(run)
-        open_run_dir(run)
-        model = prepare_model(run, addons)
-        fit_callbacks, evaluator, stoppers = assemble_callbacks(run, addons, callbacks)
-        fit_time = fit(run, model, fit_callbacks)
-        return finish(run, addons, evaluator, stoppers, fit_time)
+        try:
+            addons = [a for a in (cls.create(run) for cls in ADDONS) if a is not None]
+            build_data(run)
+            build_model(run, addons)
+            build_optimization(run)
+            open_run_dir(run)
+            model = prepare_model(run, addons)
+            fit(run, model, assemble_callbacks(run, addons, callbacks))
+            return finish(run, addons)
+        except BaseException as e:  # Ctrl-C, SIGTERM, an error: metrics.json says so, the lock is freed
+            close_on_error(run, e)
+            raise
+        finally:
+            if run.lock is not None:
+                run.lock.release()
 
 
 def _quiet(*args, **kwargs) -> None:
@@ -85,7 +100,7 @@ def _quiet(*args, **kwargs) -> None:
 
 
 def start_run(cfg: dict, print_fn: Callable[..., None]) -> TrainRun:
-    """Device, ranks, seed, and the checkpoint to resume from (refused when it cannot be continued)."""
+    """Device, ranks, seed, a writable output directory, and the run to resume (when it can be continued)."""
     g = cfg["Global"]
     run = TrainRun(cfg, print_fn, rank_print=print_fn, t_start=time.time())
     run.device = select_device(g["device"])
@@ -93,23 +108,62 @@ def start_run(cfg: dict, print_fn: Callable[..., None]) -> TrainRun:
     if not run.main:
         run.print_fn = _quiet  # errors still reach each rank's log (--log_dir/workerlog.N) as exceptions
     cb.seed_everything(g["seed"])
-    if not g["checkpoints"]:
-        return run
-    resume = run.resume = resolve_checkpoint(g["checkpoints"])
-    state = run.state = load_state(resume)
-    if state.get("finished") and state.get("progress", {}).get("epochs_done", 0) >= g["epochs"]:
+    if run.main:
+        check_output_dir(cfg)
+    if g["checkpoints"]:
+        open_resume(run)
+    return run
+
+
+def open_resume(run: TrainRun) -> None:
+    """The checkpoint to continue, refused when the run is live, finished, or resumed with a changed recipe.
+
+    A run whose last checkpoint says it finished but which has no final ``metrics.json`` (killed in
+    between) is finished: no more training, its metrics written.
+    """
+    g = run.cfg["Global"]
+    resume, state, notice = resolve_resume(g["checkpoints"])  # a torn or damaged latest: the newest whole one
+    run.resume, run.state = resume, state
+    if notice:
+        run.print_fn(f"warning: {notice}")
+    run_dir = os.path.dirname(resume)
+    ended = state.get("early_stopping", {}).get("stop_reason") or (
+        state.get("finished") and state.get("progress", {}).get("epochs_done", 0) >= g["epochs"])
+    if ended and final_metrics_written(run_dir):
+        if state.get("early_stopping", {}).get("stop_reason"):
+            raise UserError(f"{resume}: that run stopped early ({state['early_stopping']['stop_reason']}); start a new "
+                            f"run, e.g. with -o Global.pretrained_model={run_dir}/best_model")
         raise UserError(f"{resume}: that run already finished ({state['progress']['epochs_done']} epochs). "
                         f"To train longer, add -o Global.epochs=N with N larger")
-    if state.get("early_stopping", {}).get("stop_reason"):
-        raise UserError(f"{resume}: that run stopped early ({state['early_stopping']['stop_reason']}); "
-                        f"start a new run, e.g. with -o Global.pretrained_model={os.path.dirname(resume)}/best_model")
+    run.finishing = bool(ended)
+    if run.finishing:
+        run.print_fn(f"note: {run_dir} ended without its final metrics.json: writing them (no more training)")
     was = state.get("data_parallel", {}).get("world_size", 1)
     if was != run.world:
         raise UserError(f"{resume}: that run trained with {was} process{'es' if was > 1 else ''}, this one has {run.world}: "
                         f"the global batch and the steps per epoch would change under the LR schedule. Resume it with "
                         f"{'python tools/train.py' if was == 1 else f'--nproc_per_node {was}'}, or start a new "
-                        f"run from its weights with -o Global.pretrained_model={os.path.dirname(resume)}/latest")
-    return run
+                        f"run from its weights with -o Global.pretrained_model={run_dir}/latest")
+    changed = resume_changes(run_dir, run.cfg)
+    if changed:
+        raise UserError(f"--resume {run_dir}: these settings differ from the run's own config.yml and would change "
+                        f"its result: {'; '.join(changed)}. Resume without them (only Global.epochs may grow), or start "
+                        f"a new run from its weights with -o Global.pretrained_model={run_dir}/latest")
+    if run.main:  # last: a refused resume leaves no lock behind
+        run.lock = RunLock(run_dir)
+        notice = run.lock.acquire()
+        if notice:
+            run.print_fn(f"note: {notice}")
+
+
+def final_metrics_written(run_dir: str) -> bool:
+    """True when the run's ``metrics.json`` is a final one (older runs wrote it only at the end: no status)."""
+    try:
+        with open(os.path.join(run_dir, "metrics.json"), encoding="utf-8") as f:
+            status = json.load(f).get("status", "finished")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return status in FINAL_STATUSES
 
 
 def build_data(run: TrainRun) -> None:
@@ -156,8 +210,13 @@ def build_optimization(run: TrainRun) -> None:
 def open_run_dir(run: TrainRun) -> None:
     """A new run directory (rank 0 names it, every rank learns it), or the resumed one with its weights loaded."""
     cfg = run.cfg
-    # a timestamp name would differ across ranks
-    run.run_dir = os.path.dirname(run.resume) if run.resume else ranks.on_main(lambda: new_run_dir(cfg))
+    if run.resume:
+        run.run_dir = os.path.dirname(run.resume)
+    else:  # rank 0 names it (a timestamp would differ across ranks) and holds its lock
+        run.run_dir = ranks.on_main(lambda: new_run_dir(cfg))
+        if run.main:
+            run.lock = RunLock(run.run_dir)
+            run.lock.acquire()
     run.store = CheckpointStore(run.run_dir)
     if run.resume:  # every rank loads the same checkpoint (multi-node: the run directory on every node)
         load_weights(run.network, run.resume)
@@ -181,8 +240,8 @@ def prepare_model(run: TrainRun, addons: list[AddOn]) -> paddle.Model:
     return model
 
 
-def assemble_callbacks(run: TrainRun, addons: list[AddOn], extra: Iterable = ()) -> tuple[list, cb.PeriodicEval, list]:
-    """The callback list for ``fit``, the periodic evaluation, and the stop-reason sources in order.
+def assemble_callbacks(run: TrainRun, addons: list[AddOn], extra: Iterable = ()) -> list:
+    """The callback list for ``fit``; the periodic evaluation and the stop-reason sources go into ``run``.
 
     Order: Progress, add-ons' ``first``, the NaN guard, add-ons' ``step``, the evaluation, the
     listeners (LR stepping, early stopping, checkpoints, console, VisualDL, add-ons' ``listen``,
@@ -219,32 +278,41 @@ def assemble_callbacks(run: TrainRun, addons: list[AddOn], extra: Iterable = ())
         run.writer = open_writer(run.run_dir)
         # add_hparams runs in the logger's on_train_end, before the writer is closed after fit
         logger = [build_logger(cfg, run.writer, progress, lr_fn, run.eval_source, run.bundle,
-                               best_fn=lambda: run.checkpointer.best_metrics)]
+                               best_fn=lambda: run.checkpointer.best_metrics, warn=run.print_fn)]
     nan_guard = cb.StopOnNaN(progress)
-    stoppers = [lambda: nan_guard.reason, lambda: stopper.stop_reason]
-    run.local_stop_reason = lambda: next((r for r in (f() for f in stoppers) if r), None)
+    run.stoppers = [("nan_guard", lambda: nan_guard.reason), ("early_stopping", lambda: stopper.stop_reason)]
+    run.local_stop_reason = lambda: stop_reason(run)[0]
     slots = {s: [] for s in SLOTS}
     for a in addons:
         for slot, items in a.callbacks(run).items():
             slots[slot] += items
-        stoppers.append(a.stop_reason)
+        run.stoppers.append((a.name, a.stop_reason))
     if run.resume:
         if "checkpointer" in run.state:
             run.checkpointer.load_state_dict(run.state["checkpointer"])
+        damaged = ranks.broadcast_object(check_best(run.store) if run.main else None)
+        if damaged:  # found now, not when it is restored at the end
+            run.checkpointer.forget_best()
+            run.print_fn(f"warning: {damaged}")
         run.print_fn(f"resuming {run.run_dir} at epoch {progress.epochs_done + 1}, step {progress.global_step}")
     listeners = [cb.LRStepper(run.scheduler), *([stopper] if es["enable"] else []), run.checkpointer,
                  cb.ConsoleLogger(progress, lr_fn, g["log_every_iters"], g["verbose"], run.print_fn),
-                 *logger, *slots["listen"], *extra]
-    evaluator = cb.PeriodicEval(run.eval_fn, progress, g["eval_every_epochs"], g["eval_every_iters"], listeners)
+                 *logger, *slots["listen"], *extra,
+                 *([cb.OnEval(lambda logs: write_metrics(run, "running"))] if run.main else [])]
+    run.evaluator = evaluator = cb.PeriodicEval(run.eval_fn, progress, g["eval_every_epochs"], g["eval_every_iters"],
+                                                listeners)
+    run.stateful["evaluation"] = evaluator  # the history survives resumes
+    if "evaluation" in run.state:
+        evaluator.load_state_dict(run.state["evaluation"])
     # Without a val set the listeners still get their training hooks; nothing calls on_eval_end.
     evaluation = [evaluator] if run.val_loader is not None else []
     callbacks = [progress, *slots["first"], nan_guard, *slots["step"], *evaluation, *listeners,
                  paddle.callbacks.LRScheduler(by_step=False, by_epoch=False), *slots["last"]]
-    return callbacks, evaluator, stoppers
+    return callbacks
 
 
-def fit(run: TrainRun, model: paddle.Model, callbacks: list) -> float:
-    """``model.fit`` over the epochs left; returns its wall time. The VisualDL log is closed whatever happens."""
+def fit(run: TrainRun, model: paddle.Model, callbacks: list) -> None:
+    """``model.fit`` over the epochs left (none when only finishing); the VisualDL log is closed whatever happens."""
     g, bundle = run.cfg["Global"], run.bundle
     procs = f", {run.world} processes x {run.cfg['DataLoader']['batch_size']} images per step" if run.world > 1 else ""
     run.print_fn(f"run directory: {run.run_dir}  ({run.device}, {os.environ.get('OMP_NUM_THREADS', '?')} threads{procs}, "
@@ -257,63 +325,116 @@ def fit(run: TrainRun, model: paddle.Model, callbacks: list) -> float:
     shared_logs = (paddle.Model._run_one_epoch.__defaults__ or (None,))[-1]
     if isinstance(shared_logs, dict):
         shared_logs.clear()
-    remaining = g["epochs"] - run.progress.epochs_done
+    remaining = 0 if run.finishing else g["epochs"] - run.progress.epochs_done
     t_fit = time.time()
     try:
         if remaining > 0:
             model.fit(run.train_loader, epochs=remaining, verbose=0, callbacks=callbacks)
     finally:
-        fit_time = time.time() - t_fit
+        run.fit_time = time.time() - t_fit
         if hasattr(model, "num_iters"):
             del model.num_iters
         if run.writer is not None:
-            run.writer.close()
-    return fit_time
+            try:
+                run.writer.close()
+            except Exception as e:  # a full disk while flushing the log: the run's result stands
+                run.print_fn(f"warning: the VisualDL log could not be closed ({type(e).__name__}: {e})")
 
 
-def finish(run: TrainRun, addons: list[AddOn], evaluator: cb.PeriodicEval, stoppers: list, fit_time: float) -> dict:
+def finish(run: TrainRun, addons: list[AddOn]) -> dict:
     """Restore the best weights, write ``metrics.json`` (rank 0), print the closing lines; returns the metrics."""
-    cfg, progress = run.cfg, run.progress
-    es = cfg["EarlyStopping"]
-    stop_reason = next((r for r in (f() for f in stoppers) if r), None)
+    es = run.cfg["EarlyStopping"]
+    reason, stopped_by = stop_reason(run)
     restored = False
     if es["enable"] and es["restore_best"] and run.val_loader is not None:
         # rank 0 reads its own file; the others receive the weights (no shared file system needed)
-        restored = ranks.broadcast_object(run.store.exists("best_model") if run.main else None)
+        restored, warning = restore_best(run.network, run.store) if run.main else (None, None)
+        restored = ranks.broadcast_object(restored)
+        if warning:
+            run.print_fn(f"warning: {warning}")
         if restored:
-            if run.main:
-                load_weights(run.network, run.store.prefix("best_model"))
             ranks.broadcast_weights(run.network)
-    best = run.checkpointer.best_metrics
-    metrics = {
-        "config": cfg["_meta"]["config_path"],
-        "model": cfg["Arch"]["name"],
-        "epochs_run": progress.epochs_done if not stop_reason else progress.epoch + 1,
-        "global_step": progress.global_step,
-        "stopped_early": bool(stop_reason),
-        "stop_reason": stop_reason,
-        "final": evaluator.history[-1] if evaluator.history else None,
-        "best": best,
-        "restored_best_weights": restored,
-        "wall_time_s": round(time.time() - run.t_start, 2),
-        "fit_time_s": round(fit_time, 2),
-        "eval_time_s": round(sum(h["eval_time"] for h in evaluator.history), 2),
-        "params": run.summary["params"],
-        "flops": run.summary.get("flops"),
-        "history": evaluator.history,
-    }
+    metrics = run_metrics(run, "stopped" if reason else "finished", reason, stopped_by)
+    metrics["restored_best_weights"] = restored
     for a in addons:
         a.finish(run, metrics)
     if run.main:
-        save_json(metrics, os.path.join(run.run_dir, "metrics.json"))
-    if stop_reason:
-        run.print_fn(f"stopped: {stop_reason}")
+        write_metrics(run, metrics=metrics)
+    best = metrics["best"]
+    if reason:
+        run.print_fn(f"stopped: {reason}")
     if best:
         mon = es["monitor"]
         run.print_fn(f"best {mon} {best.get(mon, float('nan')):.4f} at epoch {best.get('epoch')}; "
                      f"wall time {metrics['wall_time_s']:.1f}s; run directory {run.run_dir}")
     metrics["run_dir"] = run.run_dir
     return metrics
+
+
+FINAL_STATUSES = ("finished", "stopped")  # also: running (written at each evaluation), interrupted, failed
+
+
+def stop_reason(run: TrainRun) -> tuple[str | None, str | None]:
+    """(why the run stopped, which part stopped it: nan_guard, early_stopping or an add-on's name), or (None, None)."""
+    for name, fn in run.stoppers:
+        reason = fn()
+        if reason:
+            return reason, name
+    return None, None
+
+
+def run_metrics(run: TrainRun, status: str, reason: str | None = None, stopped_by: str | None = None) -> dict:
+    """The ``metrics.json`` content at this point of the run (any phase: missing parts are empty)."""
+    cfg, p = run.cfg, run.progress
+    history = run.evaluator.history if run.evaluator is not None else []
+    epochs_run = 0 if p is None else p.epochs_done if (not reason or run.finishing) else p.epoch + 1
+    return {
+        "config": cfg["_meta"]["config_path"],
+        "model": cfg["Arch"]["name"],
+        "status": status,
+        "epochs_run": epochs_run,
+        "global_step": p.global_step if p is not None else 0,
+        "stopped_early": bool(reason),
+        "stop_reason": reason,
+        "stopped_by": stopped_by,
+        "final": history[-1] if history else None,
+        "best": run.checkpointer.best_metrics if run.checkpointer is not None else None,
+        "restored_best_weights": False,
+        "wall_time_s": round(time.time() - run.t_start, 2),
+        "fit_time_s": round(run.fit_time, 2),
+        "eval_time_s": round(sum(h["eval_time"] for h in history), 2),
+        "params": run.summary.get("params"),
+        "flops": run.summary.get("flops"),
+        "history": history,
+    }
+
+
+def write_metrics(run: TrainRun, status: str = "running", metrics: dict | None = None) -> None:
+    """Write ``<run>/metrics.json`` atomically (``metrics``, or the run's metrics now with ``status``).
+
+    Strict JSON: a NaN or infinite value is written as null, and ``non_finite`` lists where.
+    """
+    metrics = metrics if metrics is not None else run_metrics(run, status)
+    path = os.path.join(run.run_dir, "metrics.json")
+    nulled = save_json(metrics, path)
+    if nulled:
+        save_json({**metrics, "non_finite": nulled}, path)
+
+
+def close_on_error(run: TrainRun, error: BaseException) -> None:
+    """After Ctrl-C, SIGTERM or an error: ``metrics.json`` with ``interrupted``/``failed``, and how to resume."""
+    if not (run.main and run.run_dir and os.path.isdir(run.run_dir)):
+        return
+    interrupted = isinstance(error, KeyboardInterrupt)
+    try:
+        metrics = run_metrics(run, "interrupted" if interrupted else "failed", *stop_reason(run))
+        metrics["error"] = (str(error).splitlines() or [type(error).__name__])[0] or type(error).__name__
+        write_metrics(run, metrics=metrics)
+    except Exception as e:  # a full disk: say so, keep the original error
+        run.print_fn(f"warning: could not write {run.run_dir}/metrics.json ({type(e).__name__}: {e})")
+    if interrupted and run.store is not None and run.store.exists("latest"):
+        run.print_fn(f"interrupted at step {run.progress.global_step if run.progress else 0}; continue from the last "
+                     f"checkpoint with: python tools/train.py --resume {run.run_dir}")
 
 
 def read_metrics(run_dir: str) -> dict:

@@ -11,11 +11,16 @@ from typing import TYPE_CHECKING, Any, Container, Sequence
 
 import yaml
 
+from utils.config.ranges import check_values
 from utils.config.schema import OPEN_SECTIONS, REGRESSION_DATASETS, REGRESSION_METRICS, SCHEMA, TASK_LOSSES, defaults
+from utils.data.registry import read_text
 from utils.errors import ConfigError, did_you_mean
 
 if TYPE_CHECKING:
     import argparse
+
+
+MERGE_TAG = "tag:yaml.org,2002:merge"  # '<<: *anchor' merges a mapping; its keys may be overridden
 
 
 def _key_lines(path: str, text: str) -> dict[str, int]:
@@ -37,18 +42,44 @@ def _key_lines(path: str, text: str) -> dict[str, int]:
     return lines
 
 
-def read_yaml_text(path: str, missing: str) -> tuple[Any, str]:
-    """(data, text) of a YAML file read with ``yaml.safe_load``.
+def _check_duplicate_keys(path: str, node: yaml.Node | None) -> None:
+    """ConfigError at the second of two equal keys in one mapping (YAML itself keeps the last silently)."""
+    def walk(n, prefix, seen_nodes):
+        if id(n) in seen_nodes:  # an alias: its anchor was checked where it was written
+            return
+        seen_nodes.add(id(n))
+        if isinstance(n, yaml.SequenceNode):
+            for i, item in enumerate(n.value):
+                walk(item, f"{prefix}[{i}]", seen_nodes)
+        elif isinstance(n, yaml.MappingNode):
+            first = {}
+            for k, v in n.value:
+                if isinstance(k, yaml.ScalarNode) and k.tag != MERGE_TAG:
+                    name = f"{prefix}.{k.value}" if prefix else k.value
+                    ident = (k.tag, k.value)
+                    if ident in first:
+                        raise ConfigError(f"{path}:{k.start_mark.line + 1}: duplicate key '{name}' (first at line "
+                                          f"{first[ident]}); YAML would silently keep only the last one: remove "
+                                          f"one or merge them")
+                    first[ident] = k.start_mark.line + 1
+                    walk(v, name, seen_nodes)
+
+    walk(node, "", set())
+
+
+def read_yaml_text(path: str, missing: str, what: str = "YAML file") -> tuple[Any, str]:
+    """(data, text) of a UTF-8 YAML file (a BOM dropped) read with ``yaml.safe_load``.
 
     Raises:
-        ConfigError: ``missing`` when there is no such file; ``path:line: malformed YAML: ...``
-            when it does not parse.
+        ConfigError: ``missing`` when there is no such file; one line naming ``path`` when it is
+            not UTF-8, does not parse (``path:line: malformed YAML: ...``) or repeats a key in one
+            mapping (``path:line: duplicate key 'Section.key' (first at line N)``).
     """
     if not os.path.isfile(path):
         raise ConfigError(missing)
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    text = read_text(path, what, ConfigError)
     try:
+        _check_duplicate_keys(path, yaml.compose(text, Loader=yaml.SafeLoader))
         return yaml.safe_load(text), text
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
@@ -57,21 +88,39 @@ def read_yaml_text(path: str, missing: str) -> tuple[Any, str]:
         raise ConfigError(f"{path}{line}: malformed YAML: {problem} (check indentation and the ':' after each key)") from None
 
 
-def _read_yaml(path: str) -> tuple[dict, dict[str, int]]:
-    data, text = read_yaml_text(path, f"config file not found: {path} (pass an existing YAML file with -c, "
-                                      f"e.g. configs/gmlp_digits.yml)")
-    if data is None:
-        data = {}
+def _read_yaml(path: str, parent: str | None = None) -> tuple[dict, dict[str, int]]:
+    what = "config file" if parent is None else "base config"
+    problem = f"{what} {path} is a directory, not a YAML file" if os.path.isdir(path) else f"{what} not found: {path}"
+    if parent is None:
+        missing = f"{problem} (pass an existing YAML file with -c, e.g. configs/gmlp_digits.yml)"
+    else:
+        missing = f"{problem} (in _base_ of {parent}; its paths are relative to that file)"
+    data, text = read_yaml_text(path, missing, "config")
+    if data is None or data == {}:
+        # an empty file would train the default model on the default data for 30 epochs
+        raise ConfigError(f"config is empty: {path} (no sections; write at least the sections you change, "
+                          f"e.g. '_base_: [_base_/digits.yml]' and an Arch: section, as configs/mlp_digits.yml does)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections (Global:, Arch:, ...), got {type(data).__name__}")
-    return data, _key_lines(path, text)
+    lines = _key_lines(path, text)
+    for sec, body in data.items():
+        if sec != "_base_" and body is not None and not isinstance(body, dict):
+            raise ConfigError(f"{path}:{lines.get(str(sec), '?')}: section '{sec}' must be a mapping of keys "
+                              f"(key: value lines indented below it), got {type(body).__name__} {body!r:.60}")
+    return data, lines
 
 
-def _merge(dst: dict, src: dict) -> dict:
-    """Recursively merge src into dst (mappings merge, everything else replaces)."""
+def _merge(dst: dict, src: dict, top: bool = True) -> dict:
+    """Recursively merge src into dst (mappings merge, everything else replaces).
+
+    A section left empty in the file (``Optimizer:`` with nothing under it, which YAML reads as
+    null) keeps what the ``_base_`` files set instead of wiping it.
+    """
     for k, v in src.items():
+        if top and v is None and isinstance(dst.get(k), dict):
+            continue
         if isinstance(v, dict) and isinstance(dst.get(k), dict):
-            _merge(dst[k], v)
+            _merge(dst[k], v, top=False)
         else:
             dst[k] = copy.deepcopy(v)
     return dst
@@ -82,18 +131,19 @@ def _load_raw(path: str, origin: dict[str, str], stack: tuple[str, ...] = ()) ->
     path = os.path.normpath(path)
     if path in stack:
         raise ConfigError(f"{path}: _base_ cycle: {' -> '.join(stack + (path,))}")
-    data, lines = _read_yaml(path)
+    data, lines = _read_yaml(path, stack[-1] if stack else None)
     bases = data.pop("_base_", [])
     if isinstance(bases, str):
         bases = [bases]
     if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
-        raise ConfigError(f"{path}: _base_ must be a file name or a list of file names")
+        raise ConfigError(f"{path}:{lines.get('_base_', '?')}: _base_ must be a file name or a list of file names, "
+                          f"got {bases!r:.60}")
     merged = {}
     for base in bases:
         base_path = os.path.join(os.path.dirname(path), base)
         _merge(merged, _load_raw(base_path, origin, stack + (path,)))
     for sec, body in data.items():
-        origin[sec] = f"{path}:{lines.get(sec, '?')}"
+        origin[sec] = f"{path}:{lines.get(str(sec), '?')}"
         if isinstance(body, dict):
             for k in body:
                 origin[f"{sec}.{k}"] = f"{path}:{lines.get(f'{sec}.{k}', '?')}"
@@ -138,6 +188,7 @@ def validate(cfg: dict, origin: dict[str, str] | None = None) -> dict:
                                   f"valid keys of {sec}: {', '.join(SCHEMA[sec])}")
             out[sec][k] = key.check(v, f"{where}: {sec}.{k}")
     explicit = {f"{sec}.{k}" for sec, body in cfg.items() if isinstance(body, dict) for k in body}
+    check_values(out, origin)  # finite numbers everywhere, drop probabilities, the schedule's own check
     check_task(out, explicit, origin)
     check_ema(out, origin)  # EMA.decay in (0, 1), EMA.every_iters >= 1
     return out
@@ -182,12 +233,17 @@ def check_task(cfg: dict, explicit: Container[str] = (), origin: dict[str, str] 
             es["monitor"] = "mae"
         if "EarlyStopping.mode" not in explicit:
             es["mode"] = "min"
+    # what a classification evaluation reports (utils/training/evaluate.py), 'ema_' versions with EMA
+    reported = ["loss", "acc", *(f"acc_top{k}" for k in cfg["Metric"]["topk"] if k > 1)]
     for key, value in (("EarlyStopping.monitor", es["monitor"]), ("LRScheduler.monitor", cfg["LRScheduler"]["monitor"])):
         if regression and value not in REGRESSION_METRICS:
             fail(key, f"{value!r} is not a metric of Global.task regression (it reports {', '.join(REGRESSION_METRICS)})")
         if not regression and value in REGRESSION_METRICS and value != "loss":
             fail(key, f"{value!r} is a regression metric but Global.task is classification "
                       f"(it reports loss, acc, acc_topK)")
+        if not regression and value.removeprefix("ema_") not in reported:
+            fail(key, f"{value!r} is not a validation metric{did_you_mean(value, reported)}: classification reports "
+                      f"{', '.join(reported)} (acc_topK for each K of Metric.topk)")
 
 
 def check_ema(cfg: dict, origin: dict[str, str] | None = None) -> None:

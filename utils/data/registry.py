@@ -22,9 +22,12 @@ from typing import NamedTuple, TypeVar
 import numpy as np
 
 from utils.data.storage import Store
-from utils.errors import ConfigError, DataError, did_you_mean
+from utils.errors import ConfigError, DataError, UserError, did_you_mean
 
 TASKS = ("classification", "regression")
+# Most classes a dataset may have: ImageNet-21k has 21,841; a million class names are ~8 MB. Label ids
+# beyond it are typos (a list line '7 1000000000000' would otherwise name 10**12 classes, for ever).
+MAX_CLASSES = 1_000_000
 
 
 @dataclasses.dataclass
@@ -113,6 +116,35 @@ def dataset_task(name: str) -> str:
 
 
 # --------------------------------------------------------------------------- shared checks
+
+def read_text(path: str, what: str, error: type[UserError] = DataError) -> str:
+    """The text of a UTF-8 file (a leading BOM dropped), newlines as ``\\n``.
+
+    Configs, file lists and label files go through here. Anything else is an ``error`` (a
+    one-line :class:`~utils.errors.UserError`) naming ``path``, ``what`` it is, the first bad
+    byte and the fix, instead of a UnicodeDecodeError traceback.
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:  # a directory, no permission, ...
+        raise error(f"{path}: cannot read the {what}: {e.strerror or e}") from None
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise error(f"{path}: {what} is UTF-16 text; save it as UTF-8 (e.g. iconv -f UTF-16 -t UTF-8)")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise error(f"{path}:{line}: {what} is not UTF-8 (byte 0x{raw[e.start]:02x} at column {column}); save it "
+                    f"as UTF-8 (e.g. iconv -f latin1 -t UTF-8, or your editor's 'save with encoding')") from None
+    if "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise error(f"{path}:{line}: {what} holds NUL bytes (UTF-16 without a BOM, or a binary file?); "
+                    f"save it as UTF-8 text")
+    # universal newlines, as open() in text mode reads them
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
 
 def require_data_dir(cfg: dict) -> str:
     """``Data.data_dir``, which must be an existing directory (ConfigError when null, else DataError)."""

@@ -61,6 +61,11 @@ class TrainRun:
     eval_fn: Callable[[], dict] | None = None  # what PeriodicEval calls; add-ons may wrap it
     writer: Any = None                 # the VisualDL LogWriter (rank 0, VisualDL.enable)
     t_start: float = 0.0
+    fit_time: float = 0.0
+    lock: Any = None                   # the run directory's RunLock (rank 0)
+    finishing: bool = False            # resumed only to write the final metrics of a run that ended
+    evaluator: Any = None              # the PeriodicEval: its history is the run's evaluations
+    stoppers: list = dataclasses.field(default_factory=list)  # (name, reason_fn): why the run stopped, in order
     local_stop_reason: Callable[[], str | None] = lambda: None  # this rank's reason to stop, set by the spine
 
     @property

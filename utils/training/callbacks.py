@@ -19,7 +19,7 @@ import numpy as np
 import paddle
 from paddle.callbacks import Callback
 
-from utils.errors import ConfigError, check_int
+from utils.errors import ConfigError, UserError, check_int
 
 if TYPE_CHECKING:
     from utils.training.checkpoint import CheckpointStore
@@ -146,6 +146,24 @@ class PeriodicEval(Callback):
         for cb in self.listeners:
             cb.on_eval_end(logs)
         return logs
+
+    def state_dict(self) -> dict:
+        """The evaluations so far: saved with each checkpoint, so a resumed run's history is whole."""
+        return {"history": list(self.history)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history = list(state.get("history") or [])
+
+
+class OnEval(Callback):
+    """Calls ``fn(logs)`` after each evaluation (a listener of :class:`PeriodicEval`)."""
+
+    def __init__(self, fn: Callable[[dict], None]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def on_eval_end(self, logs: dict | None = None) -> None:
+        self.fn(logs or {})
 
 
 def metric_value(logs: dict, name: str, key: str) -> float:
@@ -324,8 +342,18 @@ class Checkpointer(Callback):
     def _save(self, name: str, finished: bool = False) -> bool:
         if not self.write or not weights_finite(self.model.network):
             return False
-        self.store.save(name, self.model.network, self.model._optimizer, self.training_state(finished))
+        try:
+            self.store.save(name, self.model.network, self.model._optimizer, self.training_state(finished))
+        except OSError as e:  # a full disk, a read-only or vanished run directory
+            raise UserError(f"could not write checkpoint {self.store.prefix(name)} ({e.strerror or e}): the run's other "
+                            f"checkpoints are whole; free space and continue with --resume {self.store.run_dir}") from e
         return True
+
+    def forget_best(self) -> None:
+        """Forget the best value so far, so the next evaluation writes ``best_model`` (called at resume
+        when ``best_model`` is damaged: ``utils.training.checkpoint.check_best``)."""
+        self.tracker.best = None
+        self.best_metrics = None
 
     def on_eval_end(self, logs: dict | None = None) -> None:
         if self.tracker.update(metric_value(logs, self.monitor, "EarlyStopping.monitor")):

@@ -1,67 +1,374 @@
 """Checkpoints in PaddleClas layout: ``<name>.pdparams`` (weights), ``.pdopt`` (optimizer with
 its LR schedule), ``.pdstates`` (JSON: epoch, global step, early-stopping and best-metric state).
 
-Every file is written to a temporary name in the same directory and renamed over the old
-one (``os.replace`` is atomic on POSIX), so a run killed mid-write leaves the previous
-checkpoint intact. The ``.pdstates`` file is renamed last: its presence marks a checkpoint
-whose weights and optimizer are complete.
+A checkpoint is whole or absent. :meth:`CheckpointStore.save` commits in four steps:
+
+1. the weights and the optimizer are written to temporaries (``<file>.tmp<pid>``), synced and
+   hashed: a failure here (a full disk, an exception in ``state_dict``) leaves the previous
+   checkpoint whole;
+2. ``<name>.pdstates``, the commit marker, is removed: from here on ``name`` is absent;
+3. the temporaries are renamed over ``.pdparams`` / ``.pdopt`` (``os.replace`` is atomic);
+4. ``.pdstates`` is written (temporary, then rename) with a manifest: the size and SHA-256 of
+   each file (``"files"``) and of the state itself (``"state_sha256"``).
+
+A kill anywhere leaves either the previous checkpoint whole or none under that name, never
+epoch-k weights beside an epoch-(k-1) optimizer. :func:`verify` checks a checkpoint against its
+manifest; :func:`resolve_resume` falls back to the newest whole checkpoint of the run. Checkpoints
+written before the manifest existed are accepted when their files exist and load.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
+import re
+from typing import Callable
 
+import numpy as np
 import paddle
 
 from utils.errors import UserError
 
 SUFFIXES = (".pdparams", ".pdopt", ".pdstates")
+MANIFEST_KEYS = ("files", "state_sha256")  # store metadata in .pdstates, not training state
+_TMP = re.compile(r"^.+\.tmp(\d+)$")
+_NAME = re.compile(r"^(latest|best_model|epoch_\d+)$")  # checkpoints a run resumes from (not the EMA files)
+ADVICE = ("use another checkpoint of the run: --resume RUN takes the newest whole one, "
+          "tools take one with --checkpoint latest|best_model|epoch_N")
 
 
-def _atomic(path, write):
-    tmp = f"{path}.tmp{os.getpid()}"
+def _tmp_name(path: str) -> str:
+    return f"{path}.tmp{os.getpid()}"
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _digest(path: str) -> dict:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return {"size": os.path.getsize(path), "sha256": h.hexdigest()}
+
+
+def _atomic(path: str, write: Callable[[str], None]) -> None:
+    tmp = _tmp_name(path)
     try:
         write(tmp)
+        _fsync(tmp)
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        _remove(tmp)
 
 
-def save_json(obj: object, path: str) -> None:
-    """Write JSON atomically."""
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:120]}" if text else type(e).__name__
+
+
+# ---------------------------------------------------------------------------------- strict JSON
+def _json_key(k: object) -> str:
+    if isinstance(k, str):
+        return k
+    return json.dumps(k) if isinstance(k, (bool, int, float)) or k is None else str(k)
+
+
+def strict_json(obj: object) -> tuple[object, list[str]]:
+    """``obj`` as plain JSON values (str keys, NumPy scalars and arrays converted), non-finite floats
+    as None; returns it and the JSON paths that were nulled (``history[3].loss``)."""
+    nulled = []
+
+    def walk(x, where):
+        if x is None or isinstance(x, (str, bool)):
+            return x
+        if isinstance(x, (int, np.integer)) and not isinstance(x, np.bool_):
+            return int(x)
+        if isinstance(x, np.bool_):
+            return bool(x)
+        if isinstance(x, dict):
+            return {_json_key(k): walk(v, f"{where}.{_json_key(k)}" if where else _json_key(k)) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [walk(v, f"{where}[{i}]") for i, v in enumerate(x)]
+        if isinstance(x, np.ndarray):
+            return walk(x.tolist(), where)
+        x = float(x)  # floats, NumPy floats, one-element tensors
+        if math.isfinite(x):
+            return x
+        nulled.append(where or "$")
+        return None
+
+    return walk(obj, ""), nulled
+
+
+def save_json(obj: object, path: str) -> list[str]:
+    """Write strict JSON atomically: non-finite floats become ``null``. Returns the nulled JSON paths."""
+    clean, nulled = strict_json(obj)
+
     def write(tmp):
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, default=float)
+            json.dump(clean, f, indent=2, allow_nan=False)
     _atomic(path, write)
+    return nulled
+
+
+def _state_checksum(state: dict) -> str:
+    body = {k: v for k, v in state.items() if k != "state_sha256"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# ---------------------------------------------------------------------------------- the store
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(run_dir: str) -> list[str]:
+    """Remove ``*.tmp<pid>`` files of ``run_dir`` left by killed writers; returns their names.
+
+    A temporary is stale when its process is gone, or when it is older than the newest
+    ``.pdstates`` (a process id reused since then does not keep it).
+    """
+    try:
+        names = os.listdir(run_dir)
+    except OSError:
+        return []
+    stamps = [os.path.getmtime(os.path.join(run_dir, n)) for n in names if n.endswith(".pdstates")]
+    newest = max(stamps, default=None)
+    removed = []
+    for n in names:
+        m = _TMP.match(n)
+        path = os.path.join(run_dir, n)
+        if not m or not os.path.isfile(path):
+            continue
+        try:
+            stale = not _pid_alive(int(m.group(1))) or (newest is not None and os.path.getmtime(path) < newest)
+            if stale:
+                os.remove(path)
+                removed.append(n)
+        except OSError:
+            pass  # another rank removed it first
+    return removed
 
 
 class CheckpointStore:
-    """Reads and writes named checkpoints in one run directory."""
+    """Reads and writes named checkpoints in one run directory.
+
+    Opening a store removes the stale temporaries of killed writers (``removed`` lists them).
+    """
 
     def __init__(self, run_dir: str) -> None:
         self.run_dir = run_dir
+        self.removed = remove_stale_temporaries(run_dir)
 
     def prefix(self, name: str) -> str:
         """Path of checkpoint ``name`` without its suffix (``RUN/best_model``)."""
         return os.path.join(self.run_dir, name)
 
     def save(self, name: str, network: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer | None = None,
-             state: dict | None = None) -> None:
-        """Write ``name``'s weights (``network`` is anything with ``state_dict()``), optimizer and state, state last."""
+             state: dict | None = None) -> list[str]:
+        """Commit checkpoint ``name``: weights (``network`` is anything with ``state_dict()``), optimizer, then
+        ``.pdstates`` with the manifest. Returns the JSON paths of ``state`` whose non-finite floats became null."""
+        state = dict(state or {})
+        clash = [k for k in MANIFEST_KEYS if k in state]
+        if clash:
+            raise ValueError(f"checkpoint state may not use the reserved keys {clash}")
         p = self.prefix(name)
-        _atomic(p + ".pdparams", lambda t: paddle.save(network.state_dict(), t))
+        parts = {".pdparams": network.state_dict}
         if optimizer is not None:
-            _atomic(p + ".pdopt", lambda t: paddle.save(optimizer.state_dict(), t))
-        save_json(state or {}, p + ".pdstates")
+            parts[".pdopt"] = optimizer.state_dict
+        staged, files = {}, {}
+        try:
+            for suffix, get in parts.items():
+                staged[suffix] = tmp = _tmp_name(p + suffix)
+                paddle.save(get(), tmp)
+                _fsync(tmp)
+                files[suffix] = _digest(tmp)
+            _remove(p + ".pdstates")  # the commit marker: `name` is absent until the end of this block
+            for suffix, tmp in staged.items():
+                os.replace(tmp, p + suffix)
+            if optimizer is None:
+                _remove(p + ".pdopt")  # an older optimizer would not go with these weights
+            clean, nulled = strict_json(state)
+            clean["files"] = files
+            clean["state_sha256"] = _state_checksum(clean)
+            save_json(clean, p + ".pdstates")
+        finally:
+            for tmp in staged.values():
+                _remove(tmp)
+        return nulled
 
     def exists(self, name: str) -> bool:
-        """True when checkpoint ``name`` is complete (its weights and its ``.pdstates`` are there)."""
-        return os.path.exists(self.prefix(name) + ".pdstates") and os.path.exists(self.prefix(name) + ".pdparams")
+        """True when checkpoint ``name``'s weights are whole (see :func:`verify`)."""
+        return verify(self.prefix(name), optimizer=False) is None
 
 
+# ---------------------------------------------------------------------------------- verification
+def _read_state(prefix: str) -> tuple[dict | None, str | None]:
+    """(the parsed ``.pdstates``, None) or (None, why it is unusable)."""
+    base = os.path.basename(prefix) + ".pdstates"
+    path = prefix + ".pdstates"
+    if not os.path.exists(path):
+        return None, f"{base} is missing (the save did not finish)"
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        return None, f"{base} is unreadable ({_one_line(e)})"
+    if not text.strip():
+        return None, f"{base} is empty"
+    try:
+        state = json.loads(text)
+    except json.JSONDecodeError as e:
+        return None, f"{base} is not valid JSON ({e.msg}, line {e.lineno} column {e.colno}): truncated or damaged"
+    if not isinstance(state, dict):
+        return None, f"{base} holds a JSON {type(state).__name__}, not a checkpoint state"
+    if any(k in state for k in MANIFEST_KEYS):
+        files = state.get("files")
+        if not isinstance(files, dict) or not all(isinstance(v, dict) and {"size", "sha256"} <= set(v) for v in files.values()):
+            return None, f"{base} has a damaged manifest"
+        try:
+            ok = state.get("state_sha256") == _state_checksum(state)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            return None, f"{base} does not match its checksum (damaged)"
+    return state, None
+
+
+def _load_problem(path: str) -> tuple[object, str | None]:
+    """(what ``paddle.load`` read, None) or (None, why the file is unusable)."""
+    base = os.path.basename(path)
+    if not os.path.exists(path):
+        return None, f"{base} is missing"
+    if os.path.getsize(path) == 0:
+        return None, f"{base} is empty"
+    try:
+        obj = paddle.load(path)
+    except Exception as e:  # paddle.load raises ValueError, EOFError, UnpicklingError... on a damaged file
+        return None, f"{base} is unreadable ({_one_line(e)}): truncated or damaged"
+    if not isinstance(obj, dict):
+        return None, f"{base} holds a {type(obj).__name__}, not a state dict"
+    return obj, None
+
+
+def _file_problem(prefix: str, suffix: str, want: dict) -> str | None:
+    base = os.path.basename(prefix) + suffix
+    path = prefix + suffix
+    if not os.path.exists(path):
+        return f"{base} is missing"
+    size = os.path.getsize(path)
+    if size != want["size"]:
+        return (f"{base} is empty" if size == 0 else
+                f"{base} is {size} bytes, the checkpoint's manifest says {want['size']} (truncated or replaced)")
+    if _digest(path)["sha256"] != want["sha256"]:
+        return f"{base} does not match its checksum (damaged)"
+    return None
+
+
+def _verify(prefix: str, optimizer: bool = True) -> tuple[dict | None, str | None]:
+    state, reason = _read_state(prefix)
+    if reason and not optimizer and not os.path.exists(prefix + ".pdstates"):
+        _, reason = _load_problem(prefix + ".pdparams")  # weights alone (a download, another tool's save): must load
+        return ({}, None) if reason is None else (None, reason)
+    if reason:
+        return None, reason
+    name = os.path.basename(prefix)
+    need = (".pdparams", ".pdopt") if optimizer else (".pdparams",)
+    files = state.get("files")
+    if files is None:  # written before the manifest: the files must exist and load
+        for suffix in need:
+            _, reason = _load_problem(prefix + suffix)
+            if reason:
+                return None, reason
+        return state, None
+    for suffix in need:
+        if suffix not in files:
+            return None, f"{name} was saved without {'optimizer state' if suffix == '.pdopt' else 'weights'}"
+    for suffix in need:
+        reason = _file_problem(prefix, suffix, files[suffix])
+        if reason:
+            return None, reason
+    return state, None
+
+
+def verify(prefix: str, optimizer: bool = True) -> str | None:
+    """None when checkpoint ``prefix`` is whole; otherwise a short reason (``latest.pdopt is missing``).
+
+    Whole: its ``.pdstates`` reads and matches its checksum, and each file the manifest lists has
+    the recorded size and SHA-256. ``optimizer=False`` checks the weights only (evaluation,
+    restoring the best weights); a ``.pdparams`` with no ``.pdstates`` beside it is then a plain
+    weights file, whole when it loads. A checkpoint without a manifest (written before it existed)
+    is whole when its files exist and load.
+    """
+    return _verify(prefix, optimizer)[1]
+
+
+def _without_manifest(state: dict) -> dict:
+    return {k: v for k, v in state.items() if k not in MANIFEST_KEYS}
+
+
+def checkpoint_names(run_dir: str) -> list[str]:
+    """Names of the resumable checkpoints with any file in ``run_dir``: latest, epoch_N, best_model."""
+    try:
+        found = {f.rsplit(".", 1)[0] for f in os.listdir(run_dir) if f.endswith(SUFFIXES)}
+    except OSError:
+        return []
+    return sorted((n for n in found if _NAME.match(n)), key=_preference)
+
+
+def _preference(name: str) -> tuple:
+    """Among checkpoints of one step: latest, then epoch_N (highest N first), then best_model."""
+    if name == "latest":
+        return (0, 0)
+    if name.startswith("epoch_"):
+        return (1, -int(name[6:]))
+    return (2, 0)
+
+
+def _step(state: dict) -> int:
+    progress = state.get("progress")
+    try:
+        return int(progress.get("global_step", 0)) if isinstance(progress, dict) else 0
+    except (TypeError, ValueError):
+        return 0
+
+
+def _has_files(prefix: str) -> bool:
+    return any(os.path.exists(prefix + s) for s in SUFFIXES)
+
+
+def _strip_suffix(path: str) -> str:
+    for suffix in SUFFIXES:
+        if path.endswith(suffix):
+            return path[: -len(suffix)]
+    return path
+
+
+# ---------------------------------------------------------------------------------- resolving
 def resolve_checkpoint(path: str, name: str = "latest") -> str:
-    """A run directory or a checkpoint prefix/file -> checkpoint prefix. Raises UserError."""
+    """A run directory or a checkpoint prefix/file -> checkpoint prefix (its weights file exists). Raises UserError."""
     if os.path.isdir(path):
         prefix = os.path.join(path, name)
         if not os.path.exists(prefix + ".pdparams"):
@@ -69,21 +376,125 @@ def resolve_checkpoint(path: str, name: str = "latest") -> str:
             raise UserError(f"{path}: no {name}.pdparams in this run directory"
                             + (f" (checkpoints here: {', '.join(have)})" if have else " (no checkpoints here: did the run save any?)"))
         return prefix
-    for suffix in SUFFIXES:
-        if path.endswith(suffix):
-            path = path[: -len(suffix)]
+    path = _strip_suffix(path)
     if not os.path.exists(path + ".pdparams"):
         raise UserError(f"checkpoint not found: {path}.pdparams (pass a run directory or a checkpoint prefix such as output/x/20260101-120000/latest)")
     return path
 
 
+def open_checkpoint(path: str, name: str = "best_model") -> str:
+    """:func:`resolve_checkpoint`, then its weights verified: the prefix, or a UserError naming the
+    damage and the whole checkpoints of the run to use instead (``--checkpoint NAME``)."""
+    prefix = resolve_checkpoint(path, name)
+    reason = verify(prefix, optimizer=False)
+    if reason is None:
+        return prefix
+    run_dir = os.path.dirname(prefix) or "."
+    others = [n for n in checkpoint_names(run_dir) if n != os.path.basename(prefix)
+              and verify(os.path.join(run_dir, n), optimizer=False) is None]
+    hint = (f"use another checkpoint with --checkpoint {others[0]} (whole here: {', '.join(others)})" if others
+            else f"no other whole checkpoint in {run_dir}")
+    raise UserError(f"{prefix} is damaged ({reason}): {hint}")
+
+
+def resolve_resume(path: str) -> tuple[str, dict, str | None]:
+    """The checkpoint to resume from: (prefix, its state, a one-line notice or None).
+
+    ``path`` is a run directory (``latest`` is taken) or a checkpoint prefix/file. When that
+    checkpoint is not whole (a missing ``.pdopt`` or ``.pdstates`` included), the newest whole one of
+    the run among latest, epoch_N and best_model (by ``progress.global_step``) is taken and the
+    notice says what was wrong and which one is used.
+
+    Raises:
+        UserError: no such path, no checkpoint, or none whole (each listed with its reason).
+    """
+    if os.path.isdir(path):
+        run_dir, first = path, "latest"
+    else:
+        prefix = _strip_suffix(path)
+        if not _has_files(prefix):
+            resolve_checkpoint(path)  # raises its 'checkpoint not found' message
+        run_dir, first = os.path.dirname(prefix) or ".", os.path.basename(prefix)
+    order = [first, *[n for n in checkpoint_names(run_dir) if n != first]]
+    if order == [first] and not _has_files(os.path.join(run_dir, first)):
+        resolve_checkpoint(run_dir, first)  # raises its 'no checkpoints here' message
+    problems, whole = {}, []
+    for n in order:
+        p = os.path.join(run_dir, n)
+        state, reason = _verify(p) if _has_files(p) else (None, f"no {n} checkpoint")
+        if reason:
+            problems[n] = reason
+        elif n == first:
+            return p, _without_manifest(state), None
+        else:
+            whole.append((n, state))
+    if not whole:
+        listed = "; ".join(f"{n}: {r}" for n, r in problems.items())
+        raise UserError(f"{run_dir}: no whole checkpoint to resume from ({listed}); "
+                        f"start a new run with -c {os.path.join(run_dir, 'config.yml')}")
+    name, state = max(whole, key=lambda w: (_step(w[1]), [-x for x in _preference(w[0])]))
+    progress = state.get("progress") if isinstance(state.get("progress"), dict) else {}
+    notice = (f"{os.path.join(run_dir, first)} is not usable ({problems[first]}); resuming from {name} instead "
+              f"(epoch {progress.get('epochs_done', 0)} done, step {_step(state)})")
+    return os.path.join(run_dir, name), _without_manifest(state), notice
+
+
+def check_best(store: CheckpointStore) -> str | None:
+    """At resume: a warning line when ``best_model`` is there but damaged, else None.
+
+    The spine then calls ``Checkpointer.forget_best()`` so the next evaluation writes a new one.
+    """
+    prefix = store.prefix("best_model")
+    if not _has_files(prefix):
+        return None
+    reason = verify(prefix, optimizer=False)
+    if reason is None:
+        return None
+    return f"{prefix} is damaged ({reason}): the next evaluation replaces it with the best weights from here on"
+
+
+def restore_best(network: paddle.nn.Layer, store: CheckpointStore) -> tuple[bool, str | None]:
+    """Load ``best_model``'s weights into ``network`` when whole: (restored, warning or None). Never raises
+    for a missing or damaged file: the network then keeps its last weights and the warning says so."""
+    prefix = store.prefix("best_model")
+    if not _has_files(prefix):
+        return False, None
+    reason = verify(prefix, optimizer=False)
+    if reason is None:
+        try:
+            load_weights(network, prefix)
+            return True, None
+        except UserError as e:
+            reason = str(e)
+    return False, f"{prefix} not restored ({reason}): the final weights are the last epoch's"
+
+
+# ---------------------------------------------------------------------------------- loading
+def _checked_load(prefix: str, suffix: str) -> dict:
+    """``paddle.load`` of ``prefix + suffix``, checked against the manifest when there is one."""
+    path = prefix + suffix
+    state, _ = _read_state(prefix)
+    files = (state or {}).get("files") or {}
+    reason = _file_problem(prefix, suffix, files[suffix]) if suffix in files else None
+    obj = None
+    if reason is None:
+        obj, reason = _load_problem(path)
+    if reason:
+        raise UserError(f"{path}: {reason}; {ADVICE}")
+    return obj
+
+
 def load_weights(network: paddle.nn.Layer, prefix: str) -> None:
-    """Load ``prefix.pdparams`` strictly: every parameter must be present with its shape."""
-    state = paddle.load(prefix + ".pdparams")
+    """Load ``prefix.pdparams`` strictly: every parameter must be present with its shape.
+
+    Raises:
+        UserError: the file is missing, empty, damaged (its manifest checksum) or does not fit the model.
+    """
+    state = _checked_load(prefix, ".pdparams")
     own = network.state_dict()
     missing = [k for k in own if k not in state]
     bad = [f"{k} {list(state[k].shape)} vs model {list(own[k].shape)}" for k in own
-           if k in state and list(state[k].shape) != list(own[k].shape)]
+           if k in state and hasattr(state[k], "shape") and list(state[k].shape) != list(own[k].shape)]
     if missing or bad:
         detail = "; ".join((["missing: " + ", ".join(missing[:5])] if missing else []) + (["shape mismatch: " + ", ".join(bad[:5])] if bad else []))
         raise UserError(f"{prefix}.pdparams does not fit the model ({detail}): was it trained with another Arch or num_classes?")
@@ -91,17 +502,24 @@ def load_weights(network: paddle.nn.Layer, prefix: str) -> None:
 
 
 def load_state(prefix: str) -> dict:
-    """The ``.pdstates`` JSON of checkpoint ``prefix``; {} when there is none."""
-    path = prefix + ".pdstates"
-    if not os.path.exists(path):
+    """The training state in ``prefix.pdstates`` (without the manifest); {} when there is no such file.
+
+    Raises:
+        UserError: the file is empty, not JSON, or does not match its checksum.
+    """
+    if not os.path.exists(prefix + ".pdstates"):
         return {}
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    state, reason = _read_state(prefix)
+    if reason:
+        raise UserError(f"{prefix}.pdstates: {reason}; {ADVICE}")
+    return _without_manifest(state)
 
 
 def load_optimizer(optimizer: paddle.optimizer.Optimizer, prefix: str) -> bool:
-    """Load ``prefix.pdopt`` into ``optimizer`` (with its LR schedule); False when there is no such file."""
-    if os.path.exists(prefix + ".pdopt"):
-        optimizer.set_state_dict(paddle.load(prefix + ".pdopt"))
-        return True
-    return False
+    """Load ``prefix.pdopt`` into ``optimizer`` (with its LR schedule); returns True.
+
+    Raises:
+        UserError: the file is missing (a resume would silently restart the optimizer), empty or damaged.
+    """
+    optimizer.set_state_dict(_checked_load(prefix, ".pdopt"))
+    return True

@@ -22,6 +22,10 @@ already installed, the doctor's included), copies the gradients and delegates. T
 loss gradients before clipping and before weight decay (Paddle adds the regularizer after the
 clip).
 
+A logging failure never ends a run: each part (scalars, histograms, prediction images,
+confidence histograms, PR curves, hparams) runs under :meth:`VisualDLLogger.guarded`; its first
+error is one warning line and switches that part off for the rest of the run.
+
 No second pass over the validation set: :class:`~utils.training.evaluate.LastEval` is the
 evaluation function the trainer gives ``PeriodicEval``; it keeps the logits of its last pass and
 the logger reads them.
@@ -29,6 +33,7 @@ the logger reads them.
 from __future__ import annotations
 
 import json
+import sys
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
@@ -56,6 +61,13 @@ HIST_BUCKETS = 30
 PR_THRESHOLDS = 127
 # Keys of an evaluation result that are bookkeeping, not metrics.
 NOT_METRICS = ("epoch", "step", "samples", "eval_time")
+# The parts of the log a failure switches off (one warning each): their names in that warning.
+PARTS = ("scalars", "histograms", "prediction images", "confidence histograms", "PR curves", "hparams", "log flushes")
+
+
+def warn_stderr(message: str) -> None:
+    """The default warning sink of :class:`VisualDLLogger`: one line on stderr."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def _numpy_float_shim() -> None:
@@ -68,6 +80,26 @@ def _numpy_float_shim() -> None:
     """
     if "float" not in vars(np):
         np.float = float
+
+
+def histogram_edges(values: np.ndarray, buckets: int) -> np.ndarray:
+    """``buckets + 1`` strictly increasing float64 bin edges spanning the finite ``values``.
+
+    ``np.histogram(values, bins=n)`` (what ``add_histogram`` runs) computes its edges in the data's
+    dtype and raises "Too many bins for data range" when they collapse: float32 tensors of all ~1.0
+    or ~1e-13, a constant tensor past 2**52 (its ±0.5 range rounds away), and values near ±1e308
+    (max - min overflows). Here halves are taken before subtracting, a constant tensor gets
+    numpy's ±0.5 (or ±1e-6 of its value when larger), and the span is at least 2**-40 of the
+    magnitude, so 30 bins stay wider than float64's resolution (2**-52).
+    """
+    lo, hi = float(values.min()), float(values.max())
+    mid, half = lo / 2 + hi / 2, hi / 2 - lo / 2
+    if half == 0:
+        half = max(0.5, abs(mid) * 1e-6)
+    half = max(half, abs(mid) * 2**-40)
+    edges = mid + half * np.linspace(-1.0, 1.0, buckets + 1)
+    edges[0], edges[-1] = min(edges[0], lo), max(edges[-1], hi)  # rounding must not drop the extremes
+    return edges
 
 
 class GradCapture(ClipGradBase):
@@ -174,12 +206,16 @@ class VisualDLLogger(Callback):
         hparams: ``{name: value}`` for ``add_hparams`` at the end of training; None = off.
         best_fn: callable returning the best evaluation's metrics (the checkpointer's), for
             the ``hparam/best_*`` scalars.
+        warn: where the one-line warning of a failed part goes (default: stderr).
+
+    Attributes:
+        failed: ``{part: first error}`` of the parts switched off (:data:`PARTS`).
     """
     def __init__(self, writer: LogWriter, progress: Progress, lr_fn: Callable[[], float], eval_source: LastEval | None = None,
                  samples: paddle.io.Dataset | None = None, class_names: Sequence[str] | None = None,
                  histograms_every_epochs: int = 0, sample_images: int = 0, confidence_histogram: bool = False,
                  pr_curves: bool = False, hparams: dict | None = None,
-                 best_fn: Callable[[], dict | None] | None = None) -> None:
+                 best_fn: Callable[[], dict | None] | None = None, warn: Callable[[str], None] | None = None) -> None:
         super().__init__()
         check_int("VisualDL.histograms_every_epochs", histograms_every_epochs, 0, " (0 = off)")
         check_int("VisualDL.sample_images", sample_images, 0, " (0 = off)")
@@ -201,22 +237,40 @@ class VisualDLLogger(Callback):
         self._sample_idx = None
         self._sample_images = None
         self._pr_tags = None
+        self.warn = warn or warn_stderr
+        self.failed: dict[str, str] = {}
+
+    def guarded(self, part: str, fn: Callable[..., object], *args: object) -> None:
+        """``fn(*args)``, unless ``part`` failed before; its first error is one warning and turns ``part`` off.
+
+        VisualDL's writers raise on inputs and states a run can meet (``add_pr_curve``: a class name
+        with lone surrogates; any of them: a full disk); a log is never worth the run.
+        """
+        if part in self.failed:
+            return
+        try:
+            fn(*args)
+        except Exception as e:  # whatever the writer, numpy or PIL raise: report once, switch the part off
+            text = (str(e).strip().splitlines() or [""])[0][:200]
+            self.failed[part] = f"{type(e).__name__}: {text}" if text else type(e).__name__
+            self.warn(f"warning: VisualDL {part} could not be logged ({self.failed[part]}); "
+                      f"no more {part} in this run's log, training continues")
 
     # -- hooks (routing only)
     def on_train_batch_begin(self, step: int, logs: dict | None = None) -> None:
-        if self.histograms_due():
+        if "histograms" not in self.failed and self.histograms_due():
             self._install_capture()
 
     def on_train_batch_end(self, step: int, logs: dict | None = None) -> None:
         s = self.progress.global_step
-        self.log_train_scalars(logs, s)
+        self.guarded("scalars", self.log_train_scalars, logs, s)
         if self._capture is not None:
             grads = self._remove_capture()
-            self.log_histograms(s, self._named_params(), grads)
+            self.guarded("histograms", lambda: self.log_histograms(s, self._named_params(), grads))
 
     def on_eval_end(self, logs: dict | None = None) -> None:
         self.last_eval = dict(logs)
-        self.log_eval_scalars(logs)
+        self.guarded("scalars", self.log_eval_scalars, logs)
         src = self.eval_source
         if src is not None and src.logits is not None and src.calls != self._seen_eval:
             self._seen_eval = src.calls
@@ -225,9 +279,11 @@ class VisualDLLogger(Callback):
     def on_train_end(self, logs: dict | None = None) -> None:
         self._remove_capture()
         if self.hparams is not None:
-            best = self.best_fn() if self.best_fn is not None else None
-            self.log_hparams(self.hparams, self.last_eval, best, self.progress.global_step)
-        self.writer.flush()
+            def hparams():
+                best = self.best_fn() if self.best_fn is not None else None
+                self.log_hparams(self.hparams, self.last_eval, best, self.progress.global_step)
+            self.guarded("hparams", hparams)
+        self.guarded("log flushes", self.writer.flush)
 
     # -- decisions
     def histograms_due(self) -> bool:
@@ -292,12 +348,13 @@ class VisualDLLogger(Callback):
                 self._histogram(f"grads/{name}", grads[pname], step)
 
     def _histogram(self, tag: str, values: np.ndarray, step: int, buckets: int = HIST_BUCKETS) -> None:
-        v = np.asarray(values).reshape(-1)
+        v = np.asarray(values, dtype=np.float64).reshape(-1)
         finite = np.isfinite(v)
         if not finite.all():
             v = v[finite]  # np.histogram fails on NaN/Inf; the doctor reports non-finite values
         if v.size:
-            self.writer.add_histogram(tag, v, step, buckets=buckets)
+            # VisualDL 2.5.3 hands `buckets` to np.histogram(values, bins=buckets), which takes edges too
+            self.writer.add_histogram(tag, v, step, buckets=histogram_edges(v, buckets))
 
     def log_eval_details(self, step: int, logits: np.ndarray, labels: np.ndarray) -> None:
         """Prediction image, confidence histograms and PR curves of one evaluation's logits."""
@@ -305,11 +362,11 @@ class VisualDLLogger(Callback):
             return
         probs = softmax(logits)
         if self.sample_images:
-            self.log_predictions(step, probs, labels)
+            self.guarded("prediction images", self.log_predictions, step, probs, labels)
         if self.confidence_histogram:
-            self.log_confidence(step, probs, labels)
+            self.guarded("confidence histograms", self.log_confidence, step, probs, labels)
         if self.pr_curves:
-            self.log_pr_curves(step, probs, labels)
+            self.guarded("PR curves", self.log_pr_curves, step, probs, labels)
 
     def log_predictions(self, step: int, probs: np.ndarray, labels: np.ndarray) -> None:
         """``eval/predictions``: the fixed validation samples with prediction and confidence."""
@@ -364,7 +421,8 @@ class VisualDLLogger(Callback):
 
 def build_logger(cfg: dict, writer: LogWriter, progress: Progress, lr_fn: Callable[[], float],
                  eval_source: LastEval | None = None, bundle: DataBundle | None = None,
-                 best_fn: Callable[[], dict | None] | None = None) -> VisualDLLogger:
+                 best_fn: Callable[[], dict | None] | None = None,
+                 warn: Callable[[str], None] | None = None) -> VisualDLLogger:
     """The :class:`VisualDLLogger` the ``VisualDL`` config section asks for.
 
     Regression runs (``Global.task``) get no prediction images, confidence histograms or PR
@@ -378,4 +436,4 @@ def build_logger(cfg: dict, writer: LogWriter, progress: Progress, lr_fn: Callab
         class_names=list(bundle.class_names) if bundle is not None and classes else None,
         histograms_every_epochs=v["histograms_every_epochs"], sample_images=v["sample_images"] if classes else 0,
         confidence_histogram=v["confidence_histogram"] and classes, pr_curves=v["pr_curves"] and classes,
-        hparams=run_hparams(cfg) if v["hparams"] else None, best_fn=best_fn)
+        hparams=run_hparams(cfg) if v["hparams"] else None, best_fn=best_fn, warn=warn)

@@ -10,7 +10,7 @@ import re
 
 import numpy as np
 
-from utils.data.registry import ImageSource, register_dataset, require_data_dir
+from utils.data.registry import MAX_CLASSES, ImageSource, read_text, register_dataset, require_data_dir
 from utils.data.storage import image_store
 from utils.errors import DataError
 
@@ -18,42 +18,53 @@ _ID_NAME = re.compile(r"^(\d+)\s+(\S.*)$")
 
 
 def _read_label_file(path):
-    """Class names from 'name' or 'id name' lines."""
-    with open(path, encoding="utf-8") as f:
-        lines = [(i + 1, ln.strip()) for i, ln in enumerate(f) if ln.strip()]
+    """Class names from 'name' or 'id name' lines (UTF-8, a BOM dropped)."""
+    text = read_text(path, "label file (Data.label_file)")
+    lines = [(i + 1, ln.strip()) for i, ln in enumerate(text.split("\n")) if ln.strip()]
     if not lines:
         raise DataError(f"label file {path} is empty: one class name per line, or 'id name' per line")
     matches = [_ID_NAME.match(t) for _, t in lines]
     if not all(matches):
+        first = {}
+        for lineno, name in lines:
+            if name in first:
+                raise DataError(f"{path}:{lineno}: class name {name!r} appears twice (also at line {first[name]})")
+            first[name] = lineno
         return [t for _, t in lines]
-    names = {}
+    names, first = {}, {}
     for (lineno, _), m in zip(lines, matches):
-        cid = int(m.group(1))
+        cid, name = int(m.group(1)), m.group(2).strip()
         if cid in names:
             raise DataError(f"{path}:{lineno}: class id {cid} appears twice")
-        names[cid] = m.group(2).strip()
+        if name in first:
+            raise DataError(f"{path}:{lineno}: class name {name!r} appears twice (also at line {first[name]})")
+        names[cid], first[name] = name, lineno
     if sorted(names) != list(range(len(names))):
-        missing = sorted(set(range(max(names) + 1)) - set(names))
-        raise DataError(f"{path}: class ids must be 0..{len(names) - 1} without gaps, id {missing[0]} is missing")
+        missing = next(i for i in range(len(names)) if i not in names)  # never range(max id): ids may be huge
+        raise DataError(f"{path}: class ids must be 0..{len(names) - 1} without gaps, id {missing} is missing")
     return [names[i] for i in range(len(names))]
 
 
-def _read_list(list_path, root):
-    """[(lineno, image path, label)] of a 'relative/path.jpg label' file."""
+def _read_list(list_path, root, key):
+    """[(lineno, image path, label)] of a 'relative/path.jpg label' file (UTF-8, a BOM dropped)."""
     out = []
-    with open(list_path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            text = line.strip()
-            if not text or text.startswith("#"):
-                continue
-            parts = text.rsplit(None, 1)
-            if len(parts) != 2 or not re.fullmatch(r"-?\d+", parts[1]):
-                raise DataError(f"{list_path}:{lineno}: malformed line {text[:80]!r}: expected 'relative/path.jpg label_id'")
-            rel, label = parts[0].strip(), int(parts[1])
-            path = os.path.join(root, rel)
-            if not os.path.isfile(path):
-                raise DataError(f"{list_path}:{lineno}: image not found: {path}; fix the line or add the file")
-            out.append((lineno, path, label))
+    for lineno, line in enumerate(read_text(list_path, f"file list ({key})").split("\n"), 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        parts = text.rsplit(None, 1)
+        if len(parts) != 2 or not re.fullmatch(r"-?\d+", parts[1]):
+            raise DataError(f"{list_path}:{lineno}: malformed line {text[:80]!r}: expected 'relative/path.jpg label_id'")
+        rel, label = parts[0].strip(), int(parts[1])
+        if label >= MAX_CLASSES:
+            raise DataError(f"{list_path}:{lineno}: label {label} is not a class id: at most {MAX_CLASSES - 1:,} "
+                            f"(labels are 0..k-1)")
+        path = os.path.join(root, rel)
+        if not os.path.isfile(path):
+            columns = len(text.split())
+            extra = f" (the line has {columns} columns, expected 2: 'relative/path.jpg label_id')" if columns > 2 else ""
+            raise DataError(f"{list_path}:{lineno}: image not found: {path}{extra}; fix the line or add the file")
+        out.append((lineno, path, label))
     if not out:
         raise DataError(f"{list_path}: no samples (lines 'relative/path.jpg label_id')")
     return out
@@ -67,10 +78,10 @@ def load_filelist(cfg: dict) -> ImageSource:
     train_list = os.path.join(root, dc["train_list"])
     if not os.path.isfile(train_list):
         raise DataError(f"train list not found: {train_list} (Data.train_list, relative to Data.data_dir)")
-    lists = {"train": (train_list, _read_list(train_list, root))}
+    lists = {"train": (train_list, _read_list(train_list, root, "Data.train_list"))}
     val_list = os.path.join(root, dc["val_list"])
     if os.path.isfile(val_list):
-        lists["val"] = (val_list, _read_list(val_list, root))
+        lists["val"] = (val_list, _read_list(val_list, root, "Data.val_list"))
     label_file = os.path.join(root, dc["label_file"]) if dc["label_file"] else None
     if label_file and os.path.isfile(label_file):
         names = _read_label_file(label_file)

@@ -1,8 +1,8 @@
 """``folder``: a class-folder tree.
 
 ``data_dir/train/<class>/*`` (+ optional ``data_dir/val/<class>/``, ``data_dir/test/<class>/``) or
-``data_dir/<class>/*``. Classes = sorted folder names of the training split; JPEG/PNG/BMP files,
-searched recursively inside each class folder.
+``data_dir/<class>/*``. Classes = sorted folder names of the training split (bytes of a name that
+are not UTF-8 shown as ``\\xe9`` escapes); JPEG/PNG/BMP files, searched recursively inside each class folder.
 """
 from __future__ import annotations
 
@@ -49,4 +49,11 @@ def load_folder(cfg: dict) -> ImageSource:
             raise DataError(f"no images in {sdir}: expected {sdir}/<class>/*.jpg")
         splits[split] = (np.arange(start, len(paths)), np.asarray(labels, np.int64))
     store, channels, uniform = image_store(paths, cfg["Data"]["preload"])
-    return ImageSource(store, splits, classes, channels, uniform, where=root)
+    return ImageSource(store, splits, [printable(c) for c in classes], channels, uniform, where=root)
+
+
+def printable(name: str) -> str:
+    """A folder name as a class name that prints and saves: bytes that are not UTF-8 (a cp1252 'café'
+    from a Windows archive) become ``\\xe9`` escapes instead of lone surrogates, which VisualDL,
+    JSON and YAML writers refuse."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
