@@ -22,19 +22,19 @@ from utils.errors import UserError
 from utils.runs import open_run
 from utils.trainer import train
 from utils.training import checkpoint as ck
-from utils.training.callbacks import Checkpointer, Progress
+from utils.training.callbacks import Progress
 from utils.training.checkpoint import (
     CheckpointStore,
     check_best,
     load_optimizer,
     load_state,
     load_weights,
-    remove_stale_temporaries,
     resolve_resume,
     restore_best,
-    save_json,
     verify,
 )
+from utils.training.checkpointer import Checkpointer
+from utils.training.files import remove_stale_temporaries, save_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DAMAGES = ("truncated", "empty", "bitflip", "missing")

@@ -12,8 +12,9 @@ from utils.addons.ema import EMACallback, ModelEMA, warmup_decay
 from utils.config import load_config
 from utils.errors import ConfigError, UserError
 from utils.trainer import train
-from utils.training.callbacks import Checkpointer, Progress
+from utils.training.callbacks import Progress
 from utils.training.checkpoint import CheckpointStore
+from utils.training.checkpointer import Checkpointer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -222,3 +223,22 @@ def test_training_with_ema_and_amp_on_cpu_then_resume_continues_the_average(tmp_
             np.testing.assert_array_equal(a[k].numpy(), b[k].numpy(), err_msg=f"{name}:{k}")
     assert [h["ema_acc"] for h in resumed["history"]] == [h["ema_acc"] for h in full["history"]]  # the whole run's
     assert resumed["best"] == {**full["best"], "eval_time": resumed["best"]["eval_time"]}
+
+
+def test_a_damaged_ema_file_restarts_the_average_with_a_warning(tmp_path):
+    extra = ["Global.epochs=2", "Data.fraction=0.3", "EMA.enable=true", "EMA.decay=0.9", "EarlyStopping.patience=50",
+             "Doctor.enable=false", "VisualDL.enable=false"]
+    first = train(cfg_for(tmp_path, "Global.run_name=r", *extra), print_fn=lambda *a: None)
+    run = first["run_dir"]
+    path = os.path.join(run, "ema.pdparams")
+    data = bytearray(open(path, "rb").read())
+    data[len(data) // 2] ^= 0xFF  # one bit flipped in the saved averages
+    open(path, "wb").write(bytes(data))
+    lines = []
+    cfg = load_config(os.path.join(run, "config.yml"), ["Global.epochs=3"])
+    cfg["Global"]["checkpoints"] = run
+    resumed = train(cfg, print_fn=lines.append)
+    warned = [ln for ln in lines if ln.startswith("warning:")]
+    assert warned == [f"warning: {run}/ema: ema.pdparams does not match its checksum (damaged): "
+                      "the EMA starts from the resumed weights"]
+    assert resumed["epochs_run"] == 3 and resumed["ema"]["updates"] == resumed["global_step"] - first["global_step"]

@@ -190,7 +190,7 @@ def maybe_kill():
     seen[0] += 1
     if seen[0] == int(n):
         os.kill(os.getpid(), 9)
-import utils.training.callbacks as cb, utils.trainer as tr
+import utils.training.callbacks as cb, utils.training.checkpointer as ckr, utils.trainer as tr
 if point == "eval":  # inside the n-th evaluation, before its result is recorded
     real = cb.PeriodicEval.run
     def run(self):
@@ -198,12 +198,12 @@ if point == "eval":  # inside the n-th evaluation, before its result is recorded
         return real(self)
     cb.PeriodicEval.run = run
 elif point == "after_checkpoint":  # right after the n-th checkpoint was written
-    real = cb.Checkpointer._save
+    real = ckr.Checkpointer._save
     def save(self, *a, **k):
         out = real(self, *a, **k)
         maybe_kill()
         return out
-    cb.Checkpointer._save = save
+    ckr.Checkpointer._save = save
 elif point == "final_metrics":  # after the last checkpoint, before the final metrics.json
     real = tr.write_metrics
     def write(run, status="running", metrics=None):
@@ -270,3 +270,25 @@ def test_random_kills_then_resume_is_bit_identical(tmp_path, reference):
     run_until_finished(run, BASE, launch, max_rounds=12)
     assert same_weights(weights(run), weights(reference[0]))
     assert without_timing(metrics_of(run)) == without_timing(reference[1])
+
+
+def test_kill_after_a_checkpoint_inside_an_epoch_resumes_that_step_exactly(tmp_path):
+    """Checkpoint.save_every_minutes writes latest between steps (here after every step); with
+    dropout on, the resumed steps need the same batches and the same RNG state to match."""
+    cmd = [*BASE, "-o", "Arch.dropout=0.3", "-o", "Checkpoint.save_every_minutes=1e-6"]
+    ref = train_tool(*cmd, "-o", "Global.run_name=ref", out=tmp_path)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    run = tmp_path / "mlp_digits" / "k"
+    script = tmp_path / "kill_at.py"
+    script.write_text(KILL_AT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "KILL_AT": "after_checkpoint:5"}
+    r = subprocess.run([sys.executable, str(script), *cmd, "-o", f"Global.output_dir={tmp_path}", "-o", "Global.run_name=k"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == -9, r.stderr[-2000:]
+    state = json.load(open(run / "latest.pdstates"))
+    assert 0 < state["progress"]["epoch_step"] < 11 and state["progress"]["epochs_done"] == 0 and "rng" in state
+    r = resume_tool(run)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"at epoch 1, step {state['progress']['global_step']}" in r.stdout
+    assert same_weights(weights(run), weights(tmp_path / "mlp_digits" / "ref"))
+    assert without_timing(metrics_of(run)) == without_timing(metrics_of(tmp_path / "mlp_digits" / "ref"))

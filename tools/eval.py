@@ -30,7 +30,7 @@ def main(argv=None):
     args = parse_args(argv)
     run = open_run(args.run, args.checkpoint, args.config, args.override)
 
-    from utils.training.checkpoint import save_json  # imports paddle: after the thread count is set
+    from utils.training.files import save_json  # imports paddle: after the thread count is set
 
     report = evaluate_run(run.cfg, run.checkpoint, args.split)
     print(format_report(report))

@@ -47,7 +47,7 @@ def main(argv=None):
     labels = [lab for _, lab in items]
     print(format_table(results, labels, predictor.class_names))
     if args.json:
-        from utils.training.checkpoint import save_json  # imports paddle: after the thread count is set
+        from utils.training.files import save_json  # imports paddle: after the thread count is set
 
         for r, lab in zip(results, labels):
             if lab is not None:

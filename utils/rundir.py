@@ -11,6 +11,9 @@
 * :func:`resume_changes`: the keys whose change would alter the result of a resumed run (data,
   split, seed, batch size, model, optimizer, schedule, loss): ``--resume`` with any of them
   changed is refused with the list. ``Global.epochs`` may grow (train longer).
+* ``metrics.json`` on every exit path (:func:`write_metrics` at each evaluation and at the end,
+  :func:`close_on_error` after Ctrl-C, SIGTERM or an error), with a ``status``; a run whose final
+  one is missing (:func:`final_metrics_written`) is finished by ``--resume``.
 
 No Paddle here: it runs before the thread count is set.
 """
@@ -21,10 +24,13 @@ import json
 import os
 import socket
 import tempfile
+import time
 
 import yaml
 
 from utils.errors import UserError
+from utils.training.addon import TrainRun
+from utils.training.files import save_json
 
 LOCK = ".lock"
 
@@ -168,3 +174,79 @@ def resume_changes(run_dir: str, cfg: dict) -> list[str]:
             if a != b:
                 out.append(f"{sec}.{k}: {a!r} -> {b!r}")
     return out
+
+
+def final_metrics_written(run_dir: str) -> bool:
+    """True when the run's ``metrics.json`` is a final one (older runs wrote it only at the end: no status)."""
+    try:
+        with open(os.path.join(run_dir, "metrics.json"), encoding="utf-8") as f:
+            status = json.load(f).get("status", "finished")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return status in FINAL_STATUSES
+
+
+FINAL_STATUSES = ("finished", "stopped")  # also: running (written at each evaluation), interrupted, failed
+
+
+def stop_reason(run: TrainRun) -> tuple[str | None, str | None]:
+    """(why the run stopped, which part stopped it: nan_guard, early_stopping or an add-on's name), or (None, None)."""
+    for name, fn in run.stoppers:
+        reason = fn()
+        if reason:
+            return reason, name
+    return None, None
+
+
+def run_metrics(run: TrainRun, status: str, reason: str | None = None, stopped_by: str | None = None) -> dict:
+    """The ``metrics.json`` content at this point of the run (any phase: missing parts are empty)."""
+    cfg, p = run.cfg, run.progress
+    history = run.evaluator.history if run.evaluator is not None else []
+    epochs_run = 0 if p is None else p.epochs_done if (not reason or run.finishing) else p.epoch + 1
+    return {
+        "config": cfg["_meta"]["config_path"],
+        "model": cfg["Arch"]["name"],
+        "status": status,
+        "epochs_run": epochs_run,
+        "global_step": p.global_step if p is not None else 0,
+        "stopped_early": bool(reason),
+        "stop_reason": reason,
+        "stopped_by": stopped_by,
+        "final": history[-1] if history else None,
+        "best": run.checkpointer.best_metrics if run.checkpointer is not None else None,
+        "restored_best_weights": False,
+        "wall_time_s": round(time.time() - run.t_start, 2),
+        "fit_time_s": round(run.fit_time, 2),
+        "eval_time_s": round(sum(h["eval_time"] for h in history), 2),
+        "params": run.summary.get("params"),
+        "flops": run.summary.get("flops"),
+        "history": history,
+    }
+
+
+def write_metrics(run: TrainRun, status: str = "running", metrics: dict | None = None) -> None:
+    """Write ``<run>/metrics.json`` atomically (``metrics``, or the run's metrics now with ``status``).
+
+    Strict JSON: a NaN or infinite value is written as null, and ``non_finite`` lists where.
+    """
+    metrics = metrics if metrics is not None else run_metrics(run, status)
+    path = os.path.join(run.run_dir, "metrics.json")
+    nulled = save_json(metrics, path)
+    if nulled:
+        save_json({**metrics, "non_finite": nulled}, path)
+
+
+def close_on_error(run: TrainRun, error: BaseException) -> None:
+    """After Ctrl-C, SIGTERM or an error: ``metrics.json`` with ``interrupted``/``failed``, and how to resume."""
+    if not (run.main and run.run_dir and os.path.isdir(run.run_dir)):
+        return
+    interrupted = isinstance(error, KeyboardInterrupt)
+    try:
+        metrics = run_metrics(run, "interrupted" if interrupted else "failed", *stop_reason(run))
+        metrics["error"] = (str(error).splitlines() or [type(error).__name__])[0] or type(error).__name__
+        write_metrics(run, metrics=metrics)
+    except Exception as e:  # a full disk: say so, keep the original error
+        run.print_fn(f"warning: could not write {run.run_dir}/metrics.json ({type(e).__name__}: {e})")
+    if interrupted and run.store is not None and run.store.exists("latest"):
+        run.print_fn(f"interrupted at step {run.progress.global_step if run.progress else 0}; continue from the last "
+                     f"checkpoint with: python tools/train.py --resume {run.run_dir}")

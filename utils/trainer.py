@@ -28,7 +28,17 @@ from utils.config import dump_config
 from utils.data import build_datasets, build_loaders
 from utils.doctor.addon import DoctorAddOn
 from utils.errors import UserError
-from utils.rundir import RunLock, check_output_dir, new_run_dir, resume_changes
+from utils.rundir import (
+    RunLock,
+    check_output_dir,
+    close_on_error,
+    final_metrics_written,
+    new_run_dir,
+    resume_changes,
+    run_metrics,
+    stop_reason,
+    write_metrics,
+)
 from utils.training import callbacks as cb
 from utils.training import ranks
 from utils.training.addon import SLOTS, AddOn, TrainRun
@@ -39,8 +49,8 @@ from utils.training.checkpoint import (
     load_weights,
     resolve_resume,
     restore_best,
-    save_json,
 )
+from utils.training.checkpointer import Checkpointer, ResumeMidEpoch
 from utils.training.evaluate import LastEval, RegressionMetrics
 from utils.training.losses import build_loss
 from utils.training.optim import build_lr_scheduler, build_optimizer, current_lr, schedule_warnings
@@ -156,16 +166,6 @@ def open_resume(run: TrainRun) -> None:
             run.print_fn(f"note: {notice}")
 
 
-def final_metrics_written(run_dir: str) -> bool:
-    """True when the run's ``metrics.json`` is a final one (older runs wrote it only at the end: no status)."""
-    try:
-        with open(os.path.join(run_dir, "metrics.json"), encoding="utf-8") as f:
-            status = json.load(f).get("status", "finished")
-    except (OSError, ValueError, AttributeError):
-        return False
-    return status in FINAL_STATUSES
-
-
 def build_data(run: TrainRun) -> None:
     """Datasets and this rank's loaders; what the data turned out to be goes into the resolved config."""
     cfg = run.cfg
@@ -260,8 +260,9 @@ def assemble_callbacks(run: TrainRun, addons: list[AddOn], extra: Iterable = ())
         if name in run.state:
             obj.load_state_dict(run.state[name])
     ck = cfg["Checkpoint"]
-    run.checkpointer = cb.Checkpointer(run.store, progress, run.stateful, es["monitor"], es["mode"], ck["save_best"],
-                                       ck["save_last"], ck["save_every_epochs"], write=run.main)
+    run.checkpointer = Checkpointer(run.store, progress, run.stateful, es["monitor"], es["mode"], ck["save_best"],
+                                    ck["save_last"], ck["save_every_epochs"], write=run.main,
+                                    every_minutes=ck["save_every_minutes"])
     topk = topk_for(cfg, run.bundle.num_classes)
     if run.world > 1:  # each rank evaluates its block; rank 0's logger gets the gathered logits
         vdl = cfg["VisualDL"]
@@ -329,7 +330,7 @@ def fit(run: TrainRun, model: paddle.Model, callbacks: list) -> None:
     t_fit = time.time()
     try:
         if remaining > 0:
-            model.fit(run.train_loader, epochs=remaining, verbose=0, callbacks=callbacks)
+            model.fit(resumable_loader(run), epochs=remaining, verbose=0, callbacks=callbacks)
     finally:
         run.fit_time = time.time() - t_fit
         if hasattr(model, "num_iters"):
@@ -339,6 +340,12 @@ def fit(run: TrainRun, model: paddle.Model, callbacks: list) -> None:
                 run.writer.close()
             except Exception as e:  # a full disk while flushing the log: the run's result stands
                 run.print_fn(f"warning: the VisualDL log could not be closed ({type(e).__name__}: {e})")
+
+
+def resumable_loader(run: TrainRun) -> object:
+    """The training loader; resumed from a checkpoint taken inside an epoch, it skips the steps already done."""
+    skip = run.progress.resume_step
+    return ResumeMidEpoch(run.train_loader, skip, run.state.get("rng")) if skip else run.train_loader
 
 
 def finish(run: TrainRun, addons: list[AddOn]) -> dict:
@@ -369,72 +376,6 @@ def finish(run: TrainRun, addons: list[AddOn]) -> dict:
                      f"wall time {metrics['wall_time_s']:.1f}s; run directory {run.run_dir}")
     metrics["run_dir"] = run.run_dir
     return metrics
-
-
-FINAL_STATUSES = ("finished", "stopped")  # also: running (written at each evaluation), interrupted, failed
-
-
-def stop_reason(run: TrainRun) -> tuple[str | None, str | None]:
-    """(why the run stopped, which part stopped it: nan_guard, early_stopping or an add-on's name), or (None, None)."""
-    for name, fn in run.stoppers:
-        reason = fn()
-        if reason:
-            return reason, name
-    return None, None
-
-
-def run_metrics(run: TrainRun, status: str, reason: str | None = None, stopped_by: str | None = None) -> dict:
-    """The ``metrics.json`` content at this point of the run (any phase: missing parts are empty)."""
-    cfg, p = run.cfg, run.progress
-    history = run.evaluator.history if run.evaluator is not None else []
-    epochs_run = 0 if p is None else p.epochs_done if (not reason or run.finishing) else p.epoch + 1
-    return {
-        "config": cfg["_meta"]["config_path"],
-        "model": cfg["Arch"]["name"],
-        "status": status,
-        "epochs_run": epochs_run,
-        "global_step": p.global_step if p is not None else 0,
-        "stopped_early": bool(reason),
-        "stop_reason": reason,
-        "stopped_by": stopped_by,
-        "final": history[-1] if history else None,
-        "best": run.checkpointer.best_metrics if run.checkpointer is not None else None,
-        "restored_best_weights": False,
-        "wall_time_s": round(time.time() - run.t_start, 2),
-        "fit_time_s": round(run.fit_time, 2),
-        "eval_time_s": round(sum(h["eval_time"] for h in history), 2),
-        "params": run.summary.get("params"),
-        "flops": run.summary.get("flops"),
-        "history": history,
-    }
-
-
-def write_metrics(run: TrainRun, status: str = "running", metrics: dict | None = None) -> None:
-    """Write ``<run>/metrics.json`` atomically (``metrics``, or the run's metrics now with ``status``).
-
-    Strict JSON: a NaN or infinite value is written as null, and ``non_finite`` lists where.
-    """
-    metrics = metrics if metrics is not None else run_metrics(run, status)
-    path = os.path.join(run.run_dir, "metrics.json")
-    nulled = save_json(metrics, path)
-    if nulled:
-        save_json({**metrics, "non_finite": nulled}, path)
-
-
-def close_on_error(run: TrainRun, error: BaseException) -> None:
-    """After Ctrl-C, SIGTERM or an error: ``metrics.json`` with ``interrupted``/``failed``, and how to resume."""
-    if not (run.main and run.run_dir and os.path.isdir(run.run_dir)):
-        return
-    interrupted = isinstance(error, KeyboardInterrupt)
-    try:
-        metrics = run_metrics(run, "interrupted" if interrupted else "failed", *stop_reason(run))
-        metrics["error"] = (str(error).splitlines() or [type(error).__name__])[0] or type(error).__name__
-        write_metrics(run, metrics=metrics)
-    except Exception as e:  # a full disk: say so, keep the original error
-        run.print_fn(f"warning: could not write {run.run_dir}/metrics.json ({type(e).__name__}: {e})")
-    if interrupted and run.store is not None and run.store.exists("latest"):
-        run.print_fn(f"interrupted at step {run.progress.global_step if run.progress else 0}; continue from the last "
-                     f"checkpoint with: python tools/train.py --resume {run.run_dir}")
 
 
 def read_metrics(run_dir: str) -> dict:

@@ -36,8 +36,9 @@ from paddle.callbacks import Callback
 from utils.config import check_ema_decay, check_ema_every_iters
 from utils.errors import ConfigError
 from utils.training.addon import AddOn, TrainRun
-from utils.training.callbacks import BestTracker, Checkpointer, Progress, metric_value
-from utils.training.checkpoint import CheckpointStore, load_state
+from utils.training.callbacks import BestTracker, Progress, metric_value
+from utils.training.checkpoint import CheckpointStore, load_state, verify
+from utils.training.checkpointer import Checkpointer
 from utils.training.ranks import average_tensors, changing_tensors, is_distributed
 
 _FLOATS = ("float16", "bfloat16", "float32", "float64")
@@ -223,7 +224,10 @@ class EMACallback(Callback):
         want = (state or {}).get("ema")
         if want is None:
             return f"{prefix}: the checkpoint has no EMA: the average starts from the resumed weights"
-        saved = load_state(path).get("ema") if os.path.exists(path + ".pdparams") else None
+        problem = verify(path, optimizer=False) if os.path.exists(path + ".pdparams") else "missing"
+        if problem and problem != "missing":  # torn or damaged: a fresh average, not bad weights
+            return f"{path}: {problem}: the EMA starts from the resumed weights"
+        saved = load_state(path).get("ema") if not problem else None
         if not saved or saved.get("updates") != want.get("updates") or saved.get("global_step") != want.get("global_step"):
             return (f"{path}.pdparams missing or not from the same step as {name}: "
                     f"the EMA starts from the resumed weights")

@@ -29,7 +29,7 @@ from utils.doctor.rules import NAN_SOURCES, diagnose
 from utils.doctor.series import RunContext, RunSeries, interval_mean
 from utils.errors import UserError, check_int
 from utils.training.callbacks import Progress, request_stop
-from utils.training.checkpoint import save_json
+from utils.training.files import save_json
 
 
 class Doctor(Callback):

@@ -132,7 +132,7 @@ def run_lr_find(cfg: dict, out_dir: str | None = None, start_lr: float = 1e-7, e
     # imports paddle: deferred until the thread count is set
     from utils.data import build_datasets, build_loaders  # imports paddle: deferred until the thread count is set
     from utils.training.callbacks import seed_everything  # imports paddle: deferred until the thread count is set
-    from utils.training.checkpoint import save_json  # imports paddle: deferred until the thread count is set
+    from utils.training.files import save_json  # imports paddle: deferred until the thread count is set
     from utils.training.losses import build_loss  # imports paddle: deferred until the thread count is set
     from utils.training.optim import build_optimizer  # imports paddle: deferred until the thread count is set
 

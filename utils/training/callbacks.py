@@ -19,10 +19,9 @@ import numpy as np
 import paddle
 from paddle.callbacks import Callback
 
-from utils.errors import ConfigError, UserError, check_int
+from utils.errors import ConfigError, check_int
 
 if TYPE_CHECKING:
-    from utils.training.checkpoint import CheckpointStore
     from utils.training.optim import ClosedFormLR
 
 
@@ -69,10 +68,11 @@ class Progress(Callback):
         self.global_step = global_step
         self.epoch = epochs_done
         self.epoch_step = 0
+        self.resume_step = 0  # > 0: the first epoch continues a checkpoint taken inside it, after that many steps
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch = self.epochs_done
-        self.epoch_step = 0
+        self.epoch_step, self.resume_step = self.resume_step, 0
         seed_everything(self.seed + self.epoch + self.rank * self.RANK_SEED_STRIDE)
 
     def on_train_batch_end(self, step: int, logs: dict | None = None) -> None:
@@ -88,13 +88,20 @@ class Progress(Callback):
         """True during the run's last epoch."""
         return self.epoch + 1 >= self.total_epochs
 
+    @property
+    def mid_epoch(self) -> bool:
+        """True between two steps of an epoch (not at its start or end)."""
+        return 0 < self.epoch_step < self.steps_per_epoch
+
     def state_dict(self) -> dict:
-        return {"epochs_done": self.epochs_done, "global_step": self.global_step}
+        return {"epochs_done": self.epochs_done, "global_step": self.global_step, "epoch_step": self.epoch_step}
 
     def load_state_dict(self, state: dict) -> None:
         self.epochs_done = int(state["epochs_done"])
         self.global_step = int(state["global_step"])
         self.epoch = self.epochs_done
+        step = int(state.get("epoch_step", 0))
+        self.resume_step = step if 0 < step < self.steps_per_epoch else 0
 
 
 class PeriodicEval(Callback):
@@ -304,82 +311,6 @@ class StopOnNaN(Callback):
 def weights_finite(network: paddle.nn.Layer) -> bool:
     """True when every parameter of ``network`` is finite (no NaN, no Inf)."""
     return all(bool(paddle.isfinite(p).all()) for p in network.parameters())
-
-
-class Checkpointer(Callback):
-    """Writes best / latest / every-N-epochs checkpoints; never NaN weights, never half a file.
-
-    Args:
-        store: a :class:`utils.training.checkpoint.CheckpointStore` for the run directory.
-        progress: the run's :class:`Progress`.
-        stateful: name -> object with ``state_dict()`` saved with every checkpoint.
-        monitor, mode: metric that defines "best".
-        write: False on the data-parallel ranks other than 0: they track the best metrics
-            (identical on every rank) but write nothing.
-    """
-
-    def __init__(self, store: CheckpointStore, progress: Progress, stateful: dict, monitor: str = "acc", mode: str = "max",
-                 save_best: bool = True, save_last: bool = True, every_epochs: int = 0, write: bool = True) -> None:
-        super().__init__()
-        self.write = write
-        self.store = store
-        self.progress = progress
-        self.stateful = stateful
-        self.monitor = monitor
-        self.tracker = BestTracker(mode)
-        self.save_best = save_best
-        self.save_last = save_last
-        self.every_epochs = every_epochs
-        self.best_metrics = None
-
-    def training_state(self, finished: bool = False) -> dict:
-        """The ``.pdstates`` content: every stateful object's state, this checkpointer's, ``finished``."""
-        state = {name: obj.state_dict() for name, obj in self.stateful.items()}
-        state["checkpointer"] = self.state_dict()
-        state["finished"] = finished
-        return state
-
-    def _save(self, name: str, finished: bool = False) -> bool:
-        if not self.write or not weights_finite(self.model.network):
-            return False
-        try:
-            self.store.save(name, self.model.network, self.model._optimizer, self.training_state(finished))
-        except OSError as e:  # a full disk, a read-only or vanished run directory
-            raise UserError(f"could not write checkpoint {self.store.prefix(name)} ({e.strerror or e}): the run's other "
-                            f"checkpoints are whole; free space and continue with --resume {self.store.run_dir}") from e
-        return True
-
-    def forget_best(self) -> None:
-        """Forget the best value so far, so the next evaluation writes ``best_model`` (called at resume
-        when ``best_model`` is damaged: ``utils.training.checkpoint.check_best``)."""
-        self.tracker.best = None
-        self.best_metrics = None
-
-    def on_eval_end(self, logs: dict | None = None) -> None:
-        if self.tracker.update(metric_value(logs, self.monitor, "EarlyStopping.monitor")):
-            self.best_metrics = {k: v for k, v in logs.items()}
-            if self.save_best:
-                self._save("best_model")
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        p = self.progress
-        if p.epoch_step < p.steps_per_epoch:
-            return  # a stopped, partial epoch: on_train_end records it
-        if self.save_last:
-            self._save("latest")
-        if self.every_epochs and (p.epoch + 1) % self.every_epochs == 0:
-            self._save(f"epoch_{p.epoch + 1}")
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        if self.save_last:
-            self._save("latest", finished=True)
-
-    def state_dict(self) -> dict:
-        return {"best": self.tracker.best, "best_metrics": self.best_metrics}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.tracker.best = state["best"]
-        self.best_metrics = state.get("best_metrics")
 
 
 class ConsoleLogger(Callback):

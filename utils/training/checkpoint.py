@@ -18,158 +18,30 @@ written before the manifest existed are accepted when their files exist and load
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import os
 import re
-from typing import Callable
 
-import numpy as np
 import paddle
 
 from utils.errors import UserError
+from utils.training.files import (
+    file_digest,
+    fsync_file,
+    one_line,
+    remove_file,
+    remove_stale_temporaries,
+    save_json,
+    state_checksum,
+    strict_json,
+    temp_name,
+)
 
 SUFFIXES = (".pdparams", ".pdopt", ".pdstates")
 MANIFEST_KEYS = ("files", "state_sha256")  # store metadata in .pdstates, not training state
-_TMP = re.compile(r"^.+\.tmp(\d+)$")
 _NAME = re.compile(r"^(latest|best_model|epoch_\d+)$")  # checkpoints a run resumes from (not the EMA files)
 ADVICE = ("use another checkpoint of the run: --resume RUN takes the newest whole one, "
           "tools take one with --checkpoint latest|best_model|epoch_N")
-
-
-def _tmp_name(path: str) -> str:
-    return f"{path}.tmp{os.getpid()}"
-
-
-def _remove(path: str) -> None:
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
-
-
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _digest(path: str) -> dict:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return {"size": os.path.getsize(path), "sha256": h.hexdigest()}
-
-
-def _atomic(path: str, write: Callable[[str], None]) -> None:
-    tmp = _tmp_name(path)
-    try:
-        write(tmp)
-        _fsync(tmp)
-        os.replace(tmp, path)
-    finally:
-        _remove(tmp)
-
-
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return f"{type(e).__name__}: {text[:120]}" if text else type(e).__name__
-
-
-# ---------------------------------------------------------------------------------- strict JSON
-def _json_key(k: object) -> str:
-    if isinstance(k, str):
-        return k
-    return json.dumps(k) if isinstance(k, (bool, int, float)) or k is None else str(k)
-
-
-def strict_json(obj: object) -> tuple[object, list[str]]:
-    """``obj`` as plain JSON values (str keys, NumPy scalars and arrays converted), non-finite floats
-    as None; returns it and the JSON paths that were nulled (``history[3].loss``)."""
-    nulled = []
-
-    def walk(x, where):
-        if x is None or isinstance(x, (str, bool)):
-            return x
-        if isinstance(x, (int, np.integer)) and not isinstance(x, np.bool_):
-            return int(x)
-        if isinstance(x, np.bool_):
-            return bool(x)
-        if isinstance(x, dict):
-            return {_json_key(k): walk(v, f"{where}.{_json_key(k)}" if where else _json_key(k)) for k, v in x.items()}
-        if isinstance(x, (list, tuple)):
-            return [walk(v, f"{where}[{i}]") for i, v in enumerate(x)]
-        if isinstance(x, np.ndarray):
-            return walk(x.tolist(), where)
-        x = float(x)  # floats, NumPy floats, one-element tensors
-        if math.isfinite(x):
-            return x
-        nulled.append(where or "$")
-        return None
-
-    return walk(obj, ""), nulled
-
-
-def save_json(obj: object, path: str) -> list[str]:
-    """Write strict JSON atomically: non-finite floats become ``null``. Returns the nulled JSON paths."""
-    clean, nulled = strict_json(obj)
-
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(clean, f, indent=2, allow_nan=False)
-    _atomic(path, write)
-    return nulled
-
-
-def _state_checksum(state: dict) -> str:
-    body = {k: v for k, v in state.items() if k != "state_sha256"}
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-# ---------------------------------------------------------------------------------- the store
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_temporaries(run_dir: str) -> list[str]:
-    """Remove ``*.tmp<pid>`` files of ``run_dir`` left by killed writers; returns their names.
-
-    A temporary is stale when its process is gone, or when it is older than the newest
-    ``.pdstates`` (a process id reused since then does not keep it).
-    """
-    try:
-        names = os.listdir(run_dir)
-    except OSError:
-        return []
-    stamps = [os.path.getmtime(os.path.join(run_dir, n)) for n in names if n.endswith(".pdstates")]
-    newest = max(stamps, default=None)
-    removed = []
-    for n in names:
-        m = _TMP.match(n)
-        path = os.path.join(run_dir, n)
-        if not m or not os.path.isfile(path):
-            continue
-        try:
-            stale = not _pid_alive(int(m.group(1))) or (newest is not None and os.path.getmtime(path) < newest)
-            if stale:
-                os.remove(path)
-                removed.append(n)
-        except OSError:
-            pass  # another rank removed it first
-    return removed
 
 
 class CheckpointStore:
@@ -201,22 +73,22 @@ class CheckpointStore:
         staged, files = {}, {}
         try:
             for suffix, get in parts.items():
-                staged[suffix] = tmp = _tmp_name(p + suffix)
+                staged[suffix] = tmp = temp_name(p + suffix)
                 paddle.save(get(), tmp)
-                _fsync(tmp)
-                files[suffix] = _digest(tmp)
-            _remove(p + ".pdstates")  # the commit marker: `name` is absent until the end of this block
+                fsync_file(tmp)
+                files[suffix] = file_digest(tmp)
+            remove_file(p + ".pdstates")  # the commit marker: `name` is absent until the end of this block
             for suffix, tmp in staged.items():
                 os.replace(tmp, p + suffix)
             if optimizer is None:
-                _remove(p + ".pdopt")  # an older optimizer would not go with these weights
+                remove_file(p + ".pdopt")  # an older optimizer would not go with these weights
             clean, nulled = strict_json(state)
             clean["files"] = files
-            clean["state_sha256"] = _state_checksum(clean)
+            clean["state_sha256"] = state_checksum(clean)
             save_json(clean, p + ".pdstates")
         finally:
             for tmp in staged.values():
-                _remove(tmp)
+                remove_file(tmp)
         return nulled
 
     def exists(self, name: str) -> bool:
@@ -235,7 +107,7 @@ def _read_state(prefix: str) -> tuple[dict | None, str | None]:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except (OSError, UnicodeDecodeError) as e:
-        return None, f"{base} is unreadable ({_one_line(e)})"
+        return None, f"{base} is unreadable ({one_line(e)})"
     if not text.strip():
         return None, f"{base} is empty"
     try:
@@ -249,7 +121,7 @@ def _read_state(prefix: str) -> tuple[dict | None, str | None]:
         if not isinstance(files, dict) or not all(isinstance(v, dict) and {"size", "sha256"} <= set(v) for v in files.values()):
             return None, f"{base} has a damaged manifest"
         try:
-            ok = state.get("state_sha256") == _state_checksum(state)
+            ok = state.get("state_sha256") == state_checksum(state)
         except (TypeError, ValueError):
             ok = False
         if not ok:
@@ -267,7 +139,7 @@ def _load_problem(path: str) -> tuple[object, str | None]:
     try:
         obj = paddle.load(path)
     except Exception as e:  # paddle.load raises ValueError, EOFError, UnpicklingError... on a damaged file
-        return None, f"{base} is unreadable ({_one_line(e)}): truncated or damaged"
+        return None, f"{base} is unreadable ({one_line(e)}): truncated or damaged"
     if not isinstance(obj, dict):
         return None, f"{base} holds a {type(obj).__name__}, not a state dict"
     return obj, None
@@ -282,7 +154,7 @@ def _file_problem(prefix: str, suffix: str, want: dict) -> str | None:
     if size != want["size"]:
         return (f"{base} is empty" if size == 0 else
                 f"{base} is {size} bytes, the checkpoint's manifest says {want['size']} (truncated or replaced)")
-    if _digest(path)["sha256"] != want["sha256"]:
+    if file_digest(path)["sha256"] != want["sha256"]:
         return f"{base} does not match its checksum (damaged)"
     return None
 
