@@ -4,8 +4,8 @@ uninterrupted run. Prints how many kills landed and how the resumed runs ended: 
 
     python bench/bench_kills.py [--runs 5] [--seed 0]
 
-Each run is killed at random times (uniform in 2..10 s after each start: Paddle's import takes
-about 2 s, an epoch of this config about 1 s on 2 cores) until one start finishes.
+Each start is killed after a random time, uniform between 1 s and the uninterrupted run's own wall
+time (Paddle's import alone takes about 2 s), until one start finishes.
 """
 import argparse
 import json
@@ -15,12 +15,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CMD = ["-c", "configs/mlp_digits.yml", "-o", "Global.epochs=6", "-o", "Data.fraction=0.5", "-o", "Doctor.enable=false",
-       "-o", "EarlyStopping.patience=50"]
+CMD = ["-c", "configs/mlp_digits.yml", "-o", "Global.epochs=12", "-o", "Arch.dropout=0.2", "-o", "Data.fraction=0.5", "-o", "Doctor.enable=false",
+       "-o", "EarlyStopping.patience=50", "-o", "Checkpoint.save_every_minutes=0.01"]  # also inside epochs
 TIMING = {"wall_time_s", "fit_time_s", "eval_time_s", "eval_time", "config"}
 
 
@@ -40,6 +41,15 @@ def result(run_dir):
         return w, strip(json.load(f))
 
 
+def finished(run_dir):
+    """True when the run's metrics.json is final."""
+    try:
+        with open(os.path.join(run_dir, "metrics.json"), encoding="utf-8") as f:
+            return json.load(f).get("status") in ("finished", "stopped")
+    except (OSError, ValueError):
+        return False
+
+
 def start(args, out, name):
     extra = [] if args[0] == "--resume" else ["-o", f"Global.output_dir={out}", "-o", f"Global.run_name={name}"]
     return subprocess.Popen([sys.executable, "tools/train.py", *args, *extra], cwd=ROOT, stdout=subprocess.DEVNULL,
@@ -53,8 +63,10 @@ def main():
     a = p.parse_args()
     rng = random.Random(a.seed)
     out = tempfile.mkdtemp(prefix="kills-")
+    t0 = time.time()
     ref = start(CMD, out, "ref")
     assert ref.wait() == 0, ref.stderr.read()
+    span = time.time() - t0
     ref_w, ref_m = result(os.path.join(out, "mlp_digits", "ref"))
     counts = {"kills": 0, "identical": 0, "different": 0, "refused": 0}
     for i in range(a.runs):
@@ -63,22 +75,21 @@ def main():
         for _ in range(30):
             proc = start(args, out, f"k{i}")
             try:
-                code = proc.wait(timeout=rng.uniform(2.0, 10.0))
+                code = proc.wait(timeout=rng.uniform(1.0, span))
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
                 counts["kills"] += 1
-                have = os.path.exists(os.path.join(run, "latest.pdstates")) or os.path.exists(os.path.join(run, "config.yml"))
-                args = ["--resume", run] if have else CMD
-                if not have:
+                code = 0 if finished(run) else None  # killed while exiting, after its final metrics.json: done
+            if code is None or (code != 0 and not os.path.exists(os.path.join(run, "latest.pdstates"))):
+                if not os.path.exists(os.path.join(run, "latest.pdstates")):  # before its first checkpoint
                     shutil.rmtree(run, ignore_errors=True)
+                    args = CMD
+                else:
+                    args = ["--resume", run]
                 continue
             if code != 0:
                 err = proc.stderr.read().strip().splitlines()
-                if not os.path.exists(os.path.join(run, "latest.pdstates")):  # killed before any checkpoint
-                    shutil.rmtree(run, ignore_errors=True)
-                    args = CMD
-                    continue
                 counts["refused"] += 1
                 print(f"run {i}: refused: {err[-1] if err else code}")
                 break

@@ -311,6 +311,14 @@ def resolve_resume(path: str) -> tuple[str, dict, str | None]:
     return os.path.join(run_dir, name), _without_manifest(state), notice
 
 
+def _trainer_written_problem(prefix: str) -> str | None:
+    """:func:`verify` for a checkpoint the trainer wrote: its ``.pdstates`` must be there (a plain
+    weights file is fine for the tools, but here a missing one means a save that did not finish)."""
+    if not os.path.exists(prefix + ".pdstates"):
+        return f"{os.path.basename(prefix)}.pdstates is missing (the save did not finish)"
+    return verify(prefix, optimizer=False)
+
+
 def check_best(store: CheckpointStore) -> str | None:
     """At resume: a warning line when ``best_model`` is there but damaged, else None.
 
@@ -319,7 +327,7 @@ def check_best(store: CheckpointStore) -> str | None:
     prefix = store.prefix("best_model")
     if not _has_files(prefix):
         return None
-    reason = verify(prefix, optimizer=False)
+    reason = _trainer_written_problem(prefix)
     if reason is None:
         return None
     return f"{prefix} is damaged ({reason}): the next evaluation replaces it with the best weights from here on"
@@ -331,7 +339,7 @@ def restore_best(network: paddle.nn.Layer, store: CheckpointStore) -> tuple[bool
     prefix = store.prefix("best_model")
     if not _has_files(prefix):
         return False, None
-    reason = verify(prefix, optimizer=False)
+    reason = _trainer_written_problem(prefix)
     if reason is None:
         try:
             load_weights(network, prefix)
