@@ -127,7 +127,7 @@ def test_validate_rejects_non_mapping_section():
 
 def test_config_reference_is_up_to_date():
     with open(os.path.join(ROOT, "configs", "README.md"), encoding="utf-8") as f:
-        assert f.read().strip() == schema_markdown().strip(), "run: python tools/config_doc.py"
+        assert f.read().strip() == schema_markdown().strip(), "run: python tools/config_doc.py --write"
 
 
 @pytest.mark.parametrize("name", sorted(f for f in os.listdir(os.path.join(ROOT, "configs")) if f.endswith(".yml")))

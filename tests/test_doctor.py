@@ -516,8 +516,8 @@ def test_healthy_runs_get_no_warning(out, config):
 
     log = next(f for f in os.listdir(m["run_dir"]) if f.startswith("vdlrecords."))
     tags = LogReader(file_path=os.path.join(m["run_dir"], log)).get_tags()
-    assert {"doctor/grad_norm", "doctor/confidence"} <= set(tags["scalar"])
-    assert "doctor/diagnosis" in tags["text"]
+    assert {"training_doctor/grad_norm", "training_doctor/confidence"} <= set(tags["scalar"])
+    assert "training_doctor/diagnosis" in tags["text"]
 
 
 def test_doctor_can_be_turned_off(out):

@@ -203,7 +203,7 @@ def test_training_with_ema_and_amp_on_cpu_then_resume_continues_the_average(tmp_
     assert {"eval/acc", "eval/loss", "eval_ema/acc", "eval_ema/loss"} <= tags
 
     def interrupt_at_epoch_2_eval(line):
-        if line.startswith("eval  epoch 2"):
+        if "[Eval][Epoch 2/" in line and "eval_cost" in line:  # the result line of epoch 2's evaluation
             raise Interrupt(line)
 
     with pytest.raises(Interrupt):

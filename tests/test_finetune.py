@@ -202,7 +202,7 @@ def test_two_stage_switches_at_the_right_epoch_and_survives_resume(tmp_path):
     full = train(cfg_for(tmp_path, "Global.run_name=full", *common), print_fn=lines.append)
     assert any("two-stage: epochs 1-1 train the head only (2 tensors: head.weight, head.bias)" in l for l in lines)
     switch = [i for i, l in enumerate(lines) if l.startswith("fine-tune: epoch 2: stage 2")]
-    evals = [i for i, l in enumerate(lines) if l.startswith("eval  epoch")]
+    evals = [i for i, l in enumerate(lines) if "[Eval][Epoch" in l and "eval_cost" in l]
     assert len(switch) == 1 and evals[0] < switch[0] < evals[1]  # after epoch 1's eval, before epoch 2's
 
     class Interrupt(Exception):

@@ -15,8 +15,10 @@ from utils.errors import UserError
 from utils.studies.lr_find import (
     RECOMMENDED,
     SUGGESTIONS,
+    default_out_dir,
     exp_lrs,
     format_lr,
+    inside,
     lr_range_test,
     run_lr_find,
     smooth_losses,
@@ -334,6 +336,20 @@ def test_bad_arguments_raise_user_error(tmp_path):
     assert (tmp_path / "taken" / "x").read_text() == "keep"
 
 
+def test_out_inside_the_runs_folder_is_said(tmp_path):
+    # asked for (--out) inside Global.output_dir: written there, with a note that VisualDL will list it as a run
+    output = tmp_path / "output"
+    cfg = load_config(os.path.join(ROOT, "configs/mlp_digits.yml"), [f"Global.output_dir={output}"])
+    assert default_out_dir(cfg).startswith(str(tmp_path / "lr_find" / "mlp_digits") + os.sep)
+    said = []
+    out = output / "sweeps" / "a"
+    _, written = run_lr_find(cfg, str(out), num_iters=10, print_fn=lambda *a, **k: said.append(" ".join(map(str, a))))
+    assert written == str(out) and any(f.startswith("vdlrecords.") for f in os.listdir(out))
+    assert said[-1] == (f"note: {out} is inside Global.output_dir {output}: `visualdl --logdir {output}` lists it as "
+                        f"a run (without --out, sweeps go to {tmp_path / 'lr_find'})")
+    assert not inside(str(tmp_path / "lr_find" / "x"), str(output)) and inside(str(out), str(output))
+
+
 def test_format_lr_reads_back_as_float():
     import yaml
     for lr in (0.0123, 1e-5, 3.456e-7, 0.5, 2.0):
@@ -350,12 +366,17 @@ def tool(*args, cwd=ROOT):
 
 
 def test_tool_writes_plot_json_and_visualdl(tmp_path):
-    p = tool("-c", "configs/mlp_digits.yml", "--num-iters", "40", "-o", f"Global.output_dir={tmp_path}",
+    output = tmp_path / "output"
+    p = tool("-c", "configs/mlp_digits.yml", "--num-iters", "40", "-o", f"Global.output_dir={output}",
              "-o", "Optimizer.name=SGD")
     assert p.returncode == 0, p.stderr
-    runs = os.listdir(tmp_path / "lr_find" / "mlp_digits")  # default: <output_dir>/lr_find/<config>/<timestamp>
+    # default: lr_find/<config>/<timestamp> beside Global.output_dir, so `visualdl --logdir output` shows no sweep
+    assert not output.exists()
+    runs = os.listdir(tmp_path / "lr_find" / "mlp_digits")
     assert len(runs) == 1
     out = tmp_path / "lr_find" / "mlp_digits" / runs[0]
+    assert f"wrote {out}: lr_find.png, lr_find.json and its VisualDL log (visualdl --logdir {out})" in p.stdout
+    assert "note:" not in p.stdout
     png = (out / "lr_find.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 15000
     from PIL import Image
@@ -373,7 +394,7 @@ def test_tool_writes_plot_json_and_visualdl(tmp_path):
     assert data["override"] == override
     # the printed command applies the recommended LR and keeps the user's other overrides
     assert override in p.stdout and "min_div10" in p.stdout
-    assert f"python tools/train.py -c configs/mlp_digits.yml -o Global.output_dir={tmp_path} -o Optimizer.name=SGD " \
+    assert f"python tools/train.py -c configs/mlp_digits.yml -o Global.output_dir={output} -o Optimizer.name=SGD " \
            f"-o Optimizer.lr={format_lr(rec)}" in p.stdout
 
     # VisualDL: one log file in the directory; smoothed, raw and lr against the step

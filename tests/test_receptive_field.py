@@ -212,7 +212,8 @@ def test_tool_prints_table_and_verdict(tmp_path, capsys):
     saved = json.load(open(tmp_path / "rf.json"))
     assert saved["covers"] is True and len(saved["rows"]) == 9
     # CIFAR without the archive: the native 3x32x32 shape, said so
-    tool.main(["-c", os.path.join(ROOT, "configs/gmlp_cifar10.yml"), "-o", f"Data.data_dir={tmp_path}/none.tar.gz"])
+    tool.main(["-c", os.path.join(ROOT, "configs/gmlp_cifar10.yml"), "-o", f"Data.data_dir={tmp_path}/none.tar.gz",
+               "-o", "Data.download=false"])  # never the network from a test
     out = capsys.readouterr().out.splitlines()
     assert "input 3x32x32" in out[0] and "not found" in out[0]
     assert out[-1].startswith("gmlp_tiny at 32") and "blocks.0.sgu" in out[-1]

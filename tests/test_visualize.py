@@ -91,7 +91,7 @@ def test_curves_overlay_runs(runs, tmp_path):
     res = vis.plot_curves([runs["sa"], runs["gmlp"]], str(tmp_path / "c.png"))
     check_png(res, (1500, 500), 3)
     assert res.notes == []
-    # both run directories are named 'r': the legend falls back to parent/name
+    # legend: <config name>/<run name> (both runs are named 'r')
     assert vis.run_labels([runs["sa"], runs["gmlp"]]) == ["cnn_sa_digits/r", "gmlp_digits/r"]
     c = vis.read_curves(runs["sa"])
     assert c["source"] == "visualdl"
@@ -107,7 +107,31 @@ def test_curves_fall_back_to_metrics_json(runs, tmp_path):
     assert c["source"] == "metrics.json" and c["train"] == {} and list(c["eval"]["loss"][0]) == [7, 14]
     res = vis.plot_curves([str(only)], str(tmp_path / "c.png"))
     check_png(res, (1500, 500), 3)
-    assert "metrics.json" in res.notes[0]
+    # named by the config in metrics.json: the folder above it is pytest's
+    assert res.notes[0].startswith("cnn_sa_digits/old_run: ") and "metrics.json" in res.notes[0]
+
+
+def test_curve_legends_name_config_and_run(runs, tmp_path):
+    # two timestamped runs of one config, as tools/train.py names them: not two bare timestamps
+    a = tmp_path / "output" / "cnn_sa_digits" / "20261201-120000"
+    b = tmp_path / "output" / "cnn_sa_digits" / "20261201-130000"
+    for d in (a, b):
+        shutil.copytree(runs["sa"], d, ignore=shutil.ignore_patterns("*.pd*", "vis"))
+    assert vis.run_labels([str(a), str(b)]) == ["cnn_sa_digits/20261201-120000", "cnn_sa_digits/20261201-130000"]
+    res = vis.plot_curves([str(a), str(b)], str(tmp_path / "c.png"))
+    check_png(res, (1500, 500), 3)
+    # the config comes from the run's config.yml, not from the folder the run was moved into
+    moved = tmp_path / "archive" / "20261201-120000"
+    shutil.copytree(a, moved)
+    assert vis.run_labels([str(moved), runs["gmlp"]]) == ["cnn_sa_digits/20261201-120000", "gmlp_digits/r"]
+    os.remove(moved / "config.yml")  # then the config file named in metrics.json
+    assert vis.run_labels([str(moved)]) == ["cnn_sa_digits/20261201-120000"]
+    os.remove(moved / "metrics.json")  # then the folder above the run
+    assert vis.run_labels([str(moved)]) == ["archive/20261201-120000"]
+    # the same config and run name in two places: their directories tell them apart
+    c = tmp_path / "elsewhere" / "cnn_sa_digits" / "20261201-120000"
+    shutil.copytree(a, c)
+    assert vis.run_labels([str(a), str(c)]) == [str(a), str(c)]
 
 
 def test_curves_errors(runs, tmp_path):

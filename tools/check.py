@@ -1,4 +1,4 @@
-"""Pre-flight checks of a config's data, model and training: ``python tools/check.py -c CFG``.
+"""Pre-flight checks of a config's data, model and training: python tools/check.py -c CFG
 
     python tools/check.py -c configs/cnn_digits.yml [-o Key.sub=value ...] [--only NAME ...] [--json PATH]
 

@@ -1,4 +1,4 @@
-"""Diagnose a finished or crashed run: ``python tools/diagnose.py RUN_DIR [--lang zh] [--json PATH]``.
+"""Diagnose a finished or crashed run: python tools/diagnose.py RUN_DIR [--lang zh] [--json PATH]
 
 Re-runs the training doctor's rules on the run directory's ``metrics.json``, VisualDL log and
 ``diagnosis.json`` (any of them may be missing) and prints the findings with their evidence and

@@ -1,4 +1,4 @@
-"""Export a trained run for deployment: ``python tools/export.py output/gmlp_digits/<run>``.
+"""Export a trained run for deployment: python tools/export.py output/gmlp_digits/<run>
 
 Writes ``<run>/inference/`` (or ``--out DIR``): ``inference.json`` + ``inference.pdiparams``
 (``paddle.jit.save``, input ``x`` [None, 3, H, W]) and ``inference.yml`` (PaddleX 3 layout:

@@ -1,4 +1,4 @@
-"""Classify images with an exported model: ``python tools/infer.py RUN_OR_EXPORT_DIR IMAGES...``.
+"""Classify images with an exported model: python tools/infer.py RUN_OR_EXPORT_DIR IMAGES...
 
 Inputs are image files, folders (searched recursively for .jpg/.jpeg/.png/.bmp) or file lists
 (``path`` or PaddleClas ``path label`` lines, relative to the list's folder). The model runs

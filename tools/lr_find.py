@@ -1,11 +1,12 @@
-"""LR range test: ``python tools/lr_find.py -c configs/mlp_digits.yml [-o Key.sub=value ...]``.
+"""LR range test: python tools/lr_find.py -c configs/mlp_digits.yml [-o Key.sub=value ...]
 
 Trains the config's model on its training loader (with its augmentation), with its optimizer and
 loss, while the LR grows exponentially from ``--start-lr`` to ``--end-lr``; stops once the smoothed
 loss exceeds ``--diverge-factor`` times its best. The config's LR schedule and warmup are ignored
 during the sweep. Prints three suggestions and the ``-o Optimizer.lr=...`` override for the
 recommended one (min/10 by default), and writes ``lr_find.png``, ``lr_find.json`` and a VisualDL
-log to ``--out`` (default ``output/lr_find/<config name>/<timestamp>/``).
+log to ``--out`` (default ``lr_find/<config name>/<timestamp>/`` beside ``Global.output_dir``: not
+inside it, where ``visualdl --logdir output`` would list the sweep as a training run).
 """
 import argparse
 import os
@@ -40,7 +41,8 @@ def parse_args(argv=None):
     p.add_argument("--beta", type=float, default=0.98, help="exponential smoothing of the loss, as fastai (default 0.98)")
     p.add_argument("--suggest", choices=SUGGESTIONS, default=RECOMMENDED,
                    help=f"which suggestion the printed override applies (default {RECOMMENDED})")
-    p.add_argument("--out", metavar="DIR", help="output directory (default output/lr_find/<config name>/<timestamp>)")
+    p.add_argument("--out", metavar="DIR", help="output directory (default lr_find/<config name>/<timestamp> beside Global.output_dir, "
+                        "outside the runs VisualDL lists)")
     return p.parse_args(argv)
 
 

@@ -1,4 +1,4 @@
-"""Receptive field per layer of a config's model: ``python tools/receptive_field.py -c configs/cnn_cifar10.yml``.
+"""Receptive field per layer of a config's model: python tools/receptive_field.py -c configs/cnn_cifar10.yml
 
 Prints kernel, stride, padding, dilation, output size, jump (cumulative stride), receptive field
 and the centre of output unit 0's window for every conv/pool layer in forward order, merge points

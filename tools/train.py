@@ -1,4 +1,4 @@
-"""Train an image classifier: ``python tools/train.py -c configs/gmlp_digits.yml [-o Key.sub=value ...]``.
+"""Train an image classifier: python tools/train.py -c configs/gmlp_digits.yml [-o Key.sub=value ...]
 
 Resume an interrupted run in its own directory: ``python tools/train.py --resume output/gmlp_digits/<run>``.
 

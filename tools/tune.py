@@ -1,4 +1,4 @@
-"""Hyperparameter search with Optuna: ``python tools/tune.py -c CFG --space SPACE.yml --trials N``.
+"""Hyperparameter search with Optuna: python tools/tune.py -c CFG --space SPACE.yml --trials N
 
 The search space is a YAML file of dotted config keys (see configs/spaces/). Each trial is an
 ordinary run in ``<output_dir>/<config>/tune_<study>/trial_<n>/``; the study is kept in
@@ -40,6 +40,8 @@ def parse_args(argv=None):
     p.add_argument("--startup-trials", type=int, default=None, metavar="N",
                    help="random trials before TPE models the results, and finished trials before the median "
                         "pruner prunes (Optuna's defaults: 10 and 5)")
+    p.add_argument("--verbose", action="store_true",
+                   help="print every trial's training log (default: one line per trial; a failed trial's last lines)")
     args = p.parse_args(argv)
     if args.trials is not None and args.trials < 0:
         p.error("--trials must be >= 0")
@@ -52,13 +54,12 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args.config, args.override)  # config errors first, before paddle and the database
-
-
     configure_threads(cfg["Global"]["num_threads"])
     from utils.tune import prepare, run_study  # imports paddle: after the thread count is set
 
     setup = prepare(args.config, args.space, args.override, args.study, args.storage, args.sampler, args.pruner)
-    run_study(setup, args.trials, seed=args.seed, timeout=args.timeout, startup_trials=args.startup_trials)
+    run_study(setup, args.trials, seed=args.seed, timeout=args.timeout, startup_trials=args.startup_trials,
+              verbose=args.verbose)
 
 
 if __name__ == "__main__":

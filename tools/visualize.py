@@ -10,9 +10,10 @@
     python tools/visualize.py visualdl LOGDIR [--page image]  # screenshot of the VisualDL page (Chromium)
 
 RUN is a run directory, a checkpoint prefix (RUN/best_model) or file (RUN/best_model.pdparams);
-``--checkpoint latest`` picks another checkpoint of a run directory, ``-c`` another config than
-RUN/config.yml. Output: ``--out PATH``, by default RUN/vis/<command>.png (curves: the first
-run's vis/curves.png; batch without RUN: vis/batch_<config name>.png).
+--checkpoint latest picks another checkpoint of a run directory, -c another config than
+RUN/config.yml. Output: --out PATH, by default RUN/vis/<command>.png (curves: the first
+run's vis/curves.png; batch without RUN: <Global.output_dir>/vis/batch_<config name>.png,
+by default output/vis/).
 """
 import argparse
 import os
@@ -54,7 +55,7 @@ def parse_args(argv=None):
     s.add_argument("-c", "--config", help="config file")
     add_override_arg(s)
     s.add_argument("--epoch", type=int, default=1, help="draw the first batch of this epoch (1-based, default 1)")
-    s.add_argument("--out", metavar="PATH", help="PNG to write (default: RUN/vis/batch.png, or vis/batch_<config>.png)")
+    s.add_argument("--out", metavar="PATH", help="PNG to write (default: RUN/vis/batch.png, or output/vis/batch_<config>.png)")
 
     _run_args(sub.add_parser("weights", help="first-layer filters and weight histograms"))
     s = sub.add_parser("features", help="feature maps of chosen layers for one image")
@@ -117,7 +118,8 @@ def main(argv=None):
             cfg, out = run.cfg, args.out or _default_out(run.run_dir, "batch")
         else:
             cfg = open_config(args.config, args.override)
-            out = args.out or os.path.join("vis", f"batch_{cfg['_meta']['config_name']}.png")
+            # Under Global.output_dir (ignored by git), not the current directory.
+            out = args.out or os.path.join(cfg["Global"]["output_dir"], "vis", f"batch_{cfg['_meta']['config_name']}.png")
         _classification_only(cfg, "batch")
         from utils.visual import plot_batch  # matplotlib: deferred, as above
 

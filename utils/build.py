@@ -9,6 +9,7 @@ import contextlib
 import io
 import os
 import sys
+import warnings
 from typing import TYPE_CHECKING
 
 from utils.config import model_kwargs
@@ -31,6 +32,9 @@ def configure_threads(num_threads: int = 0) -> int:
     # them; read here, not via utils.addons.distributed, which imports paddle).
     local = max(1, int(os.environ.get("PADDLE_LOCAL_SIZE") or 1))
     n = num_threads or max(1, (os.cpu_count() or 1) // local)
+    # BatchNorm in train mode warns once per process "we now always track global mean and
+    # variance": a notice about Paddle's behaviour, not about the user's run (every tool trains some).
+    warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")
     if "paddle" in sys.modules:
         return int(os.environ.get("OMP_NUM_THREADS", "1"))
     os.environ.setdefault("OMP_NUM_THREADS", str(n))

@@ -116,6 +116,29 @@ def open_run(path: str, checkpoint: str = "best_model", config: str | None = Non
     return Run(run_dir=run_dir, cfg=cfg, config_path=cfg_path, checkpoint=prefix)
 
 
+def open_weights(config: str, overrides: Sequence[str] = ()) -> Run:
+    """``-c CONFIG -o Global.pretrained_model=WEIGHTS`` (PaddleClas's eval): those weights with that config.
+
+    Sets Paddle's CPU threads like :func:`open_run`. ``WEIGHTS`` is a ``.pdparams`` file, its prefix
+    or a run directory (its best_model); the Run's directory is the one holding the weights.
+
+    Raises:
+        UserError: no config, no ``Global.pretrained_model``, or weights that are missing or damaged.
+    """
+    cfg = open_config(config, overrides)
+    weights = cfg["Global"]["pretrained_model"]
+    if not weights:
+        raise UserError(f"-c {config}: no weights to evaluate: pass a run directory (tools/eval.py RUN), or "
+                        f"-o Global.pretrained_model=PATH (a .pdparams file, its prefix or a run directory)")
+    from utils.training.checkpoint import open_checkpoint  # imports paddle: deferred until the thread count is set
+
+    try:
+        prefix = open_checkpoint(weights, "best_model")
+    except UserError as e:
+        raise UserError(f"Global.pretrained_model: {e}") from None
+    return Run(run_dir=os.path.dirname(prefix) or ".", cfg=cfg, config_path=config, checkpoint=prefix)
+
+
 def evaluate_run(cfg: dict, checkpoint: str, split: str = "val") -> dict:
     """Evaluate a checkpoint on a split of the config's data; returns a JSON-able report.
 

@@ -51,6 +51,7 @@ from utils.training.checkpoint import (
     restore_best,
 )
 from utils.training.checkpointer import Checkpointer, ResumeMidEpoch
+from utils.training.console import ConsoleLogger, RunLog
 from utils.training.evaluate import LastEval, RegressionMetrics
 from utils.training.losses import build_loss
 from utils.training.optim import build_lr_scheduler, build_optimizer, current_lr, schedule_warnings
@@ -112,7 +113,9 @@ def _quiet(*args, **kwargs) -> None:
 def start_run(cfg: dict, print_fn: Callable[..., None]) -> TrainRun:
     """Device, ranks, seed, a writable output directory, and the run to resume (when it can be continued)."""
     g = cfg["Global"]
-    run = TrainRun(cfg, print_fn, rank_print=print_fn, t_start=time.time())
+    log = RunLog(print_fn)  # every line also goes to <run>/train.log once the run directory is known
+    run = TrainRun(cfg, log, rank_print=print_fn, t_start=time.time())
+    log.dir_fn = lambda: run.run_dir
     run.device = select_device(g["device"])
     run.rank, run.world = ranks.init()
     if not run.main:
@@ -296,8 +299,11 @@ def assemble_callbacks(run: TrainRun, addons: list[AddOn], extra: Iterable = ())
             run.checkpointer.forget_best()
             run.print_fn(f"warning: {damaged}")
         run.print_fn(f"resuming {run.run_dir} at epoch {progress.epochs_done + 1}, step {progress.global_step}")
-    listeners = [cb.LRStepper(run.scheduler), *([stopper] if es["enable"] else []), run.checkpointer,
-                 cb.ConsoleLogger(progress, lr_fn, g["log_every_iters"], g["verbose"], run.print_fn),
+    console = ConsoleLogger(progress, lr_fn, g["log_every_iters"], g["verbose"], run.print_fn, es["monitor"],
+                            best_fn=lambda: run.checkpointer.best_metrics)
+    if run.val_loader is not None:  # a long evaluation says it started
+        run.eval_fn = console.announce(run.eval_fn, len(run.bundle.val))
+    listeners = [cb.LRStepper(run.scheduler), *([stopper] if es["enable"] else []), run.checkpointer, console,
                  *logger, *slots["listen"], *extra,
                  *([cb.OnEval(lambda logs: write_metrics(run, "running"))] if run.main else [])]
     run.evaluator = evaluator = cb.PeriodicEval(run.eval_fn, progress, g["eval_every_epochs"], g["eval_every_iters"],

@@ -6,11 +6,14 @@ valid key. YAML is read with ``yaml.safe_load`` only; override values too.
 from __future__ import annotations
 
 import copy
+import inspect
 import os
+import re
 from typing import TYPE_CHECKING, Any, Container, Sequence
 
 import yaml
 
+from utils.config.aliases import PADDLECLAS, key_hint, note, prefixes, rename_paddleclas, translate
 from utils.config.ranges import check_values
 from utils.config.schema import OPEN_SECTIONS, REGRESSION_DATASETS, REGRESSION_METRICS, SCHEMA, TASK_LOSSES, defaults
 from utils.data.registry import read_text
@@ -142,11 +145,13 @@ def _load_raw(path: str, origin: dict[str, str], stack: tuple[str, ...] = ()) ->
     for base in bases:
         base_path = os.path.join(os.path.dirname(path), base)
         _merge(merged, _load_raw(base_path, origin, stack + (path,)))
+    translated = rename_paddleclas(data, lambda name: f"{path}:{lines.get(name, '?')}")
     for sec, body in data.items():
         origin[sec] = f"{path}:{lines.get(str(sec), '?')}"
         if isinstance(body, dict):
             for k in body:
                 origin[f"{sec}.{k}"] = f"{path}:{lines.get(f'{sec}.{k}', '?')}"
+    origin.update(translated)
     return _merge(merged, data)
 
 
@@ -172,7 +177,7 @@ def validate(cfg: dict, origin: dict[str, str] | None = None) -> dict:
     for sec, body in cfg.items():
         where = origin.get(sec, "config")
         if sec not in SCHEMA:
-            raise ConfigError(f"{where}: unknown section '{sec}'{did_you_mean(sec, SCHEMA)}; valid sections: {', '.join(SCHEMA)}")
+            raise ConfigError(f"{where}: unknown section '{sec}'{key_hint('', sec, SCHEMA)}; valid sections: {', '.join(SCHEMA)}")
         if body is None:
             continue
         if not isinstance(body, dict):
@@ -184,7 +189,7 @@ def validate(cfg: dict, origin: dict[str, str] | None = None) -> dict:
                 if sec in OPEN_SECTIONS:
                     out[sec][k] = v  # model kwargs: the factory checks names and types
                     continue
-                raise ConfigError(f"{where}: unknown key '{sec}.{k}'{did_you_mean(k, SCHEMA[sec])}; "
+                raise ConfigError(f"{where}: unknown key '{sec}.{k}'{key_hint(sec, k, SCHEMA[sec])}; "
                                   f"valid keys of {sec}: {', '.join(SCHEMA[sec])}")
             out[sec][k] = key.check(v, f"{where}: {sec}.{k}")
     explicit = {f"{sec}.{k}" for sec, body in cfg.items() if isinstance(body, dict) for k in body}
@@ -284,6 +289,11 @@ def check_ema_every_iters(every_iters: object, where: str | None = None) -> int:
 def load_config(path: str, overrides: Sequence[str] = ()) -> dict:
     """Load ``path`` with its ``_base_`` chain, apply ``-o`` overrides, validate.
 
+    PaddleClas names (``Global.eval_interval``, ``-o Optimizer.lr.name=Cosine``) are read as ours
+    with a note, or refused where the unit differs (utils/config/aliases.py). A run's saved
+    ``config.yml`` keeps the name of the config it came from (:func:`dump_config`), so a rerun
+    lands beside the original runs.
+
     Args:
         path: YAML file.
         overrides: iterable of 'Section.key=value' strings.
@@ -293,28 +303,71 @@ def load_config(path: str, overrides: Sequence[str] = ()) -> dict:
     """
     origin = {}
     raw = _load_raw(path, origin)
+    file_arch = dict(raw.get("Arch") or {})
+    overridden: list[str] = []
     for text in overrides:
         parts, value = parse_override(text)
+        name = ".".join(parts)
+        if name in PADDLECLAS or (len(parts) > 2 and ".".join(parts[:2]) in prefixes()):
+            # -o Optimizer.lr.name=Cosine, -o Global.eval_interval=2: PaddleClas spellings
+            for key, v in translate(name, value, {name: value}, f"override '{text}'").items():
+                _set(raw, key, v)
+                origin[key] = f"override -o {text}"
+                overridden.append(key)
+            continue
         if len(parts) != 2:
-            raise ConfigError(f"override '{text}': keys are Section.key (two parts), got '{'.'.join(parts)}'")
+            raise ConfigError(f"override '{text}': keys are Section.key (two parts), got '{name}'")
         sec, k = parts
         if sec not in SCHEMA:
-            raise ConfigError(f"override '{text}': unknown section '{sec}'{did_you_mean(sec, SCHEMA)}")
+            raise ConfigError(f"override '{text}': unknown section '{sec}'{key_hint('', sec, SCHEMA)}")
         if k not in SCHEMA[sec] and sec not in OPEN_SECTIONS:
-            raise ConfigError(f"override '{text}': unknown key '{sec}.{k}'{did_you_mean(k, SCHEMA[sec])}")
+            raise ConfigError(f"override '{text}': unknown key '{sec}.{k}'{key_hint(sec, k, SCHEMA[sec])}")
         key = SCHEMA[sec].get(k)
         if key is not None and str in key.types and not isinstance(value, (str, type(None))) \
                 and not isinstance(value, tuple(t for t in key.types if t is not str)):
             value = text.split("=", 1)[1].strip()  # '-o Global.run_name=off' means the text, not False
-        raw.setdefault(sec, {})
-        if raw[sec] is None:
-            raw[sec] = {}
-        raw[sec][k] = value
-        origin[f"{sec}.{k}"] = f"override -o {text}"
+        _set(raw, name, value)
+        origin[name] = f"override -o {text}"
+        overridden.append(name)
     cfg = validate(raw, origin)
-    cfg["_meta"] = {"config_path": path, "config_name": os.path.splitext(os.path.basename(path))[0],
-                    "overridden": [".".join(parse_override(t)[0]) for t in overrides]}
+    ema = raw.get("EMA") or {}
+    if "decay" in ema and "enable" not in ema and not cfg["EMA"]["enable"]:
+        note("EMA.decay is set but EMA is off: PaddleClas turns EMA on by the section's presence, here set "
+             "EMA.enable: true")
+    cfg["_meta"] = {"config_path": path, "config_name": saved_config_name(path) or
+                    os.path.splitext(os.path.basename(path))[0], "overridden": overridden}
+    if "Arch.name" in overridden and raw["Arch"]["name"] != file_arch.get("name", SCHEMA["Arch"]["name"].default):
+        # family-specific keys of the file's model (gmlp's patch_size under -o Arch.name=cnn): model_kwargs
+        # drops those the new model does not take; keys given with -o on the same command stay errors
+        cfg["_meta"]["arch_from_file"] = [k for k in file_arch if k not in SCHEMA["Arch"] and f"Arch.{k}" not in overridden]
     return cfg
+
+
+def _set(raw: dict, key: str, value: Any) -> None:
+    sec, k = key.split(".")
+    if not isinstance(raw.get(sec), dict):
+        raw[sec] = {}
+    raw[sec][k] = value
+
+
+# The first line dump_config writes into a run's config.yml; a strict load reads it as a comment.
+CONFIG_NAME_LINE = re.compile(r"^# config_name: ([A-Za-z0-9][A-Za-z0-9_.+-]{0,127})\s*$")
+
+
+def saved_config_name(path: str) -> str | None:
+    """The original config's name recorded in a run's saved ``config.yml`` (its first line), or None.
+
+    Only a file named ``config.yml`` is read so: a copy renamed to ``configs/my_exp.yml`` runs under
+    its own name, as every other config does.
+    """
+    if os.path.basename(path) != "config.yml":
+        return None
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            m = CONFIG_NAME_LINE.match(f.readline())
+    except (OSError, UnicodeDecodeError):
+        return None  # _load_raw already read it; nothing to add
+    return m.group(1) if m and ".." not in m.group(1) else None
 
 
 def add_override_arg(parser: argparse.ArgumentParser,
@@ -324,15 +377,36 @@ def add_override_arg(parser: argparse.ArgumentParser,
 
 
 def model_kwargs(cfg: dict) -> dict:
-    """The Arch keys that go to the model factory (everything but name/init)."""
+    """The Arch keys that go to the model factory (everything but name/init).
+
+    After ``-o Arch.name=X``, the file's keys that X does not take (left from the file's model) are
+    dropped from ``cfg["Arch"]`` itself, with a one-line note, so the run's saved config is clean.
+    """
+    left = [k for k in (cfg.get("_meta") or {}).pop("arch_from_file", []) if k in cfg["Arch"]]
+    if left:
+        from models.registry import model_factory  # imports paddle: deferred until the thread count is set
+
+        params = inspect.signature(model_factory(cfg["Arch"]["name"])).parameters
+        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            dropped = [k for k in left if k not in params]
+            for k in dropped:
+                del cfg["Arch"][k]
+            if dropped:
+                where = (cfg.get("_meta") or {}).get("config_path", "the config")
+                note(f"-o Arch.name={cfg['Arch']['name']}: dropped {', '.join(f'Arch.{k}' for k in dropped)} "
+                     f"set by {where} ({cfg['Arch']['name']} does not take them)")
     return {k: v for k, v in cfg["Arch"].items() if k not in SCHEMA["Arch"]}
 
 
 def dump_config(cfg: dict, path: str) -> None:
     """Write the resolved config (no _base_, every key) so the run can be reproduced from it alone."""
     body = {k: v for k, v in cfg.items() if not k.startswith("_")}
+    name = (cfg.get("_meta") or {}).get("config_name")
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
+        if isinstance(name, str) and CONFIG_NAME_LINE.match(f"# config_name: {name}") and ".." not in name:
+            # -c RUN/config.yml reruns under this name (saved_config_name), not under 'config'
+            f.write(f"# config_name: {name}\n")
         yaml.safe_dump(body, f, sort_keys=False, default_flow_style=None, allow_unicode=True)
     os.replace(tmp, path)
 

@@ -159,7 +159,7 @@ SCHEMA = {
     "Data": {
         "name": Key(str, "digits", "digits (scikit-learn, embedded), cifar10, cifar100, folder (class-folder tree) or filelist (PaddleClas/PaddleX lists).", choices=DATASETS),
         "data_dir": Key(str, None, "cifar: the python tar.gz file; folder: root holding train/ (and val/) class folders or the class folders themselves; filelist: the dataset root the lists are relative to."),
-        "download": Key(bool, False, "cifar: download with Paddle when data_dir is missing (needs internet)."),
+        "download": Key(bool, False, "cifar: when the archive is missing, download it (Paddle's mirror, progress bar, md5 checked) into Paddle's cache and copy it to data_dir; the CIFAR configs set true (as paddle.vision.datasets.Cifar10 does), false forbids it. Offline, the error names the file to place by hand and the image-folder route."),
         "train_list": Key(str, "train_list.txt", "filelist: training list, lines 'relative/path.jpg label', relative to data_dir."),
         "val_list": Key(str, "val_list.txt", "filelist: validation list; a missing file means carve val from train."),
         "label_file": Key(str, "labels.txt", "filelist: class names, one per line ('name' or 'id name'); optional."),
@@ -168,7 +168,8 @@ SCHEMA = {
         "val_split": Key(float, 0.1, "Fraction of train carved out as validation (fixed seed) when the dataset has no val set.", bounds=PROBABILITY),
         "split_seed": Key(int, 0, "Seed of the train/val split and of the fraction subsample.", bounds=at_least(0, SPLIT_SEED_MAX)),
         "classes": Key(list, None, "Keep only these classes (names or indices) and relabel them 0..k-1: simplify the problem to iterate fast.", items=((int, str), None)),
-        "fraction": Key(float, 1.0, "Keep this fraction of the training samples (stratified).", bounds=Bounds(0, 1, lo_open=True)),
+        "fraction": Key(float, 1.0, "Keep this fraction of the training samples (stratified, after the val carve); validation is untouched (see val_fraction).", bounds=Bounds(0, 1, lo_open=True)),
+        "val_fraction": Key(float, 1.0, "Keep this fraction of the validation split, carved or given (stratified, at least one sample per class, seed split_seed + 2): quick runs without 5,000 CIFAR validation images; 1 = all.", bounds=Bounds(0, 1, lo_open=True)),
         "preload": Key((bool, str), "auto", "folder/filelist: decode all images into memory once (true), at every access (false), or auto (preload when the decoded images take < 1 GB).", choices=("auto", True, False)),
         "normalize_target": Key(bool, True, "regression: train on (target - target_mean) / target_std; predictions are mapped back, so MAE/RMSE are always in target units. Off, large targets (diabetes: 25..346) make the MSE start near mean(target^2) and explode or stall."),
         "target_mean": Key(float, None, "regression: target mean for normalize_target; null = computed on the training split (written into the run's config.yml, which eval and export read)."),
@@ -302,7 +303,7 @@ def defaults() -> dict:
 def schema_markdown() -> str:
     """The key reference as Markdown (configs/README.md is this text)."""
     out = ["# Config reference", "",
-           "Generated from `utils/config/schema.py` by `python tools/config_doc.py`; every key a config may set.",
+           "Generated from `utils/config/schema.py` by `python tools/config_doc.py --write`; every key a config may set.",
            "Configs inherit with `_base_: [a.yml, b.yml]` (merged in order, the file itself last) and",
            "take overrides on the command line: `-o Optimizer.lr=0.01 -o Global.epochs=5`.",
            "`Arch` also takes the model factory's own arguments (e.g. `depth`, `dim`, `width`);",

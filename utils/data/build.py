@@ -11,7 +11,9 @@ here. Decisions (documented for users in the config help):
 * Images of different native sizes need a Resize in both lists (or ``Data.image_size``).
 * ``Data.classes`` keeps classes in the order given (names or indices) and relabels them
   0..k-1; it applies to every split. ``Data.fraction`` subsamples the training split only
-  (after the val carve), so val stays comparable across fractions.
+  (after the val carve), so val stays comparable across fractions; ``Data.val_fraction``
+  subsamples the validation split (carved or given; stratified, seed ``split_seed + 2``) for
+  quick runs where 5,000 CIFAR validation images would dominate.
 * mean/std: ``Transforms.mean/std`` lists are used as given; ``auto`` computes them on the
   training split (after class/fraction selection); null = dataset default (CIFAR) or computed.
   Computed values are rounded to 4 decimals and are the ones the pipeline uses. They are
@@ -28,7 +30,7 @@ import numpy as np
 
 from utils.data.bundle import DataBundle
 from utils.data.registry import ImageSource, check_label_range, dataset_source, dataset_task
-from utils.data.splits import stratified_split, stratified_subsample
+from utils.data.splits import random_subsample, stratified_split, stratified_subsample
 from utils.data.stats import MEAN_STD_MAX_SAMPLES, compute_mean_std
 from utils.data.tabular import build_tabular
 from utils.data.transforms import build_transforms, has_op
@@ -76,6 +78,8 @@ def _check_values(dc: dict) -> None:
         raise ConfigError(f"Data.val_split must be in [0, 1), got {dc['val_split']}")
     if not 0 < dc["fraction"] <= 1:
         raise ConfigError(f"Data.fraction must be in (0, 1], got {dc['fraction']}")
+    if not 0 < dc.get("val_fraction", 1.0) <= 1:
+        raise ConfigError(f"Data.val_fraction must be in (0, 1], got {dc['val_fraction']}")
     if dc["image_size"] is not None and dc["image_size"] <= 0:
         raise ConfigError(f"Data.image_size must be a positive int or null, got {dc['image_size']}")
     if dc["num_classes"] is not None and dc["num_classes"] <= 0:
@@ -106,7 +110,8 @@ def _class_splits(dc: dict, src: ImageSource) -> tuple[dict, list[str]]:
 
 def _datasets(dc: dict, src: ImageSource, splits: dict,
               names: list[str]) -> tuple[ImageDataset, ImageDataset | None, ImageDataset | None]:
-    """(train, val, test) ImageDatasets: the source's splits, the val carve, then ``Data.fraction`` of train."""
+    """(train, val, test) ImageDatasets: the source's splits, the val carve, then ``Data.fraction`` of train
+    and ``Data.val_fraction`` of val."""
     from utils.data.datasets import ImageDataset  # imports paddle: deferred until the thread count is set
 
     def make(split):
@@ -126,6 +131,8 @@ def _datasets(dc: dict, src: ImageSource, splits: dict,
         train, val = train.subset(rest, "train"), train.subset(picked, "val")
     if dc["fraction"] < 1:
         train = train.subset(stratified_subsample(train.labels, dc["fraction"], dc["split_seed"] + 1))
+    if val is not None and dc.get("val_fraction", 1.0) < 1:
+        val = val.subset(stratified_subsample(val.labels, dc["val_fraction"], dc["split_seed"] + 2))
     return train, val, test
 
 
@@ -187,6 +194,16 @@ def _output_shape(train: ImageDataset, train_t: Callable, eval_t: Callable) -> t
     return out_eval.shape
 
 
+def _shrink_tabular_val(bundle: DataBundle, dc: dict) -> DataBundle:
+    """``Data.val_fraction`` of a regression bundle's val: a seeded random subset (no classes to stratify)."""
+    frac = dc.get("val_fraction", 1.0)
+    if not 0 < frac <= 1:
+        raise ConfigError(f"Data.val_fraction must be in (0, 1], got {frac}")
+    if bundle.val is not None and frac < 1:
+        bundle.val = bundle.val.subset(random_subsample(len(bundle.val), frac, dc["split_seed"] + 2))
+    return bundle
+
+
 def build_datasets(cfg: dict) -> DataBundle:
     """Build train/val/test datasets from ``cfg['Data']`` and ``cfg['Transforms']``.
 
@@ -199,7 +216,7 @@ def build_datasets(cfg: dict) -> DataBundle:
     dc = cfg["Data"]
     name = dc["name"]
     if dataset_task(name) == "regression":
-        return build_tabular(cfg)
+        return _shrink_tabular_val(build_tabular(cfg), dc)
     _check_values(dc)
     src = dataset_source(name)(cfg)
     splits, names = _class_splits(dc, src)

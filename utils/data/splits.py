@@ -1,5 +1,6 @@
-"""Sample-position splits: the stratified val carve and ``Data.fraction`` subsample of class data,
-the random val carve of regression tables, and each data-parallel rank's block of a split.
+"""Sample-position splits: the stratified val carve and ``Data.fraction`` / ``Data.val_fraction``
+subsamples of class data, the random val carve and subsample of regression tables, and each
+data-parallel rank's block of a split.
 
 Every function is deterministic for a given seed and returns sorted positions.
 """
@@ -53,6 +54,12 @@ def random_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nda
     k = int(np.ceil(n * fraction - 1e-9))
     perm = np.random.RandomState(seed).permutation(n)
     return np.sort(perm[k:]), np.sort(perm[:k])
+
+
+def random_subsample(n: int, fraction: float, seed: int) -> np.ndarray:
+    """Sorted positions of ceil(n * fraction) samples (at least one when n > 0) picked at random (seeded)."""
+    k = min(n, max(1, int(np.ceil(n * fraction - 1e-9)))) if n else 0
+    return np.sort(np.random.RandomState(seed).permutation(n)[:k])
 
 
 def shard_range(n: int, rank: int, world: int) -> tuple[int, int]:

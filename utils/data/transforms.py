@@ -8,6 +8,9 @@ A config lists ops in order, each as ``{OpName: {param: value}}`` (or a bare ``O
         - RandomHorizontalFlip: {}
         - Normalize: {}
 
+Ops for photos: ``RandomResizedCrop``, ``ColorJitter``, ``RandomRotation``, ``RandomErasing``,
+``RandomGrayscale`` and ``RandomVerticalFlip`` beside the crops, flips and resizes of small images.
+
 Ops take and return one image as an HWC ``uint8`` numpy array (grayscale images are
 H x W x 1). They use only numpy and PIL (no OpenCV) and draw their randomness from the
 global ``np.random`` state, so reseeding numpy at the start of an epoch repeats the
@@ -23,7 +26,7 @@ import inspect
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageEnhance
 
 from utils.errors import ConfigError, did_you_mean
 
@@ -128,6 +131,198 @@ class CenterCrop:
                               f"add a Resize before it or lower size")
         top, left = (h - th) // 2, (w - tw) // 2
         return img[top:top + th, left:left + tw]
+
+
+def _prob(p, where: str, name: str = "p") -> float:
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+        raise ConfigError(f"{where}: {name} must be a probability in [0, 1], got {p!r}")
+    return float(p)
+
+
+def _range(value, where: str, name: str, low: float, high: float | None = None, symmetric: bool = False,
+           center: float | None = None) -> tuple[float, float]:
+    """A number or [min, max] -> (min, max) within [low, high].
+
+    ``symmetric``: a single number d means [-d, d]; ``center``: a single number d means
+    [center - d, center + d] clipped at ``low`` (ColorJitter's factors around 1).
+    """
+    def num(v):
+        return not isinstance(v, bool) and isinstance(v, (int, float)) and np.isfinite(v)
+
+    top = "inf" if high is None else f"{high:g}"
+    if num(value):
+        if value < 0:
+            raise ConfigError(f"{where}: {name} must be >= 0 or [min, max], got {value!r}")
+        lo, hi = ((-value, value) if symmetric else (max(low, center - value), center + value) if center is not None
+                  else (value, value))
+    elif isinstance(value, (list, tuple)) and len(value) == 2 and all(num(v) for v in value):
+        lo, hi = float(value[0]), float(value[1])
+        if lo > hi:
+            raise ConfigError(f"{where}: {name} [min, max] needs min <= max, got {list(value)}")
+    else:
+        raise ConfigError(f"{where}: {name} must be a number or [min, max], got {value!r}")
+    if lo < low or (high is not None and hi > high):
+        raise ConfigError(f"{where}: {name} must lie within [{low:g}, {top}], got {value!r}")
+    return float(lo), float(hi)
+
+
+def _to_pil(img: np.ndarray) -> Image.Image:
+    return _as_gray_pil(np.ascontiguousarray(img))
+
+
+def _from_pil(pil: Image.Image) -> np.ndarray:
+    out = np.asarray(pil)
+    return out[:, :, None] if out.ndim == 2 else out
+
+
+@register_op
+class RandomResizedCrop:
+    """Crop a random area (scale) and aspect ratio (ratio), resized to size: the ImageNet training crop."""
+
+    def __init__(self, size: int | list[int], scale: tuple[float, float] = (0.08, 1.0),
+                 ratio: tuple[float, float] = (0.75, 1.3333), where: str = "RandomResizedCrop") -> None:
+        self.size = _size2(size, where)
+        self.scale = _range(scale, where, "scale", 0.0, 1.0)
+        if self.scale[1] <= 0:
+            raise ConfigError(f"{where}: scale must allow a positive area, got {scale!r}")
+        self.ratio = _range(ratio, where, "ratio", 1e-3, 1e3)
+
+    def window(self, h: int, w: int) -> tuple[int, int, int, int]:
+        """(top, left, height, width) of the crop; 10 draws, then the central crop at the nearest ratio."""
+        area = h * w
+        log_r = (np.log(self.ratio[0]), np.log(self.ratio[1]))
+        for _ in range(10):
+            target = area * np.random.uniform(*self.scale)
+            r = float(np.exp(np.random.uniform(*log_r)))
+            cw, ch = int(round(np.sqrt(target * r))), int(round(np.sqrt(target / r)))
+            if 0 < cw <= w and 0 < ch <= h:
+                return np.random.randint(0, h - ch + 1), np.random.randint(0, w - cw + 1), ch, cw
+        r = w / h
+        if r < self.ratio[0]:
+            cw, ch = w, int(round(w / self.ratio[0]))
+        elif r > self.ratio[1]:
+            ch, cw = h, int(round(h * self.ratio[1]))
+        else:
+            ch, cw = h, w
+        ch, cw = max(1, min(ch, h)), max(1, min(cw, w))
+        return (h - ch) // 2, (w - cw) // 2, ch, cw
+
+    def __call__(self, img: np.ndarray) -> np.ndarray:
+        top, left, ch, cw = self.window(*img.shape[:2])
+        th, tw = self.size
+        crop = _to_pil(img[top:top + ch, left:left + cw])
+        return _from_pil(crop.resize((tw, th), Image.BILINEAR))
+
+
+@register_op
+class RandomVerticalFlip:
+    """Mirror the image top-bottom with probability p."""
+
+    def __init__(self, p: float = 0.5, where: str = "RandomVerticalFlip") -> None:
+        self.p = _prob(p, where)
+
+    def __call__(self, img: np.ndarray) -> np.ndarray:
+        if np.random.random() < self.p:
+            return img[::-1]
+        return img
+
+
+@register_op
+class ColorJitter:
+    """Random brightness, contrast, saturation (factors 1 +- value) and hue (shift +- value <= 0.5), in random order."""
+
+    def __init__(self, brightness: float | list[float] = 0, contrast: float | list[float] = 0,
+                 saturation: float | list[float] = 0, hue: float | list[float] = 0,
+                 where: str = "ColorJitter") -> None:
+        self.factors = [_range(v, where, n, 0.0, None, center=1.0) for n, v in
+                        (("brightness", brightness), ("contrast", contrast), ("saturation", saturation))]
+        self.hue = _range(hue, where, "hue", -0.5, 0.5, symmetric=True)
+
+    def __call__(self, img: np.ndarray) -> np.ndarray:
+        color = img.shape[2] == 3
+        pil = _to_pil(img)
+        # One permutation and one draw per adjustment, whether or not it is enabled, so enabling
+        # one adjustment does not change the draws of the ops after this one.
+        order = np.random.permutation(4)
+        draws = [np.random.uniform(lo, hi) for lo, hi in (*self.factors, self.hue)]
+        for i in order:
+            f = draws[i]
+            if i == 0 and f != 1:
+                pil = ImageEnhance.Brightness(pil).enhance(f)
+            elif i == 1 and f != 1:
+                pil = ImageEnhance.Contrast(pil).enhance(f)
+            elif i == 2 and f != 1 and color:
+                pil = ImageEnhance.Color(pil).enhance(f)
+            elif i == 3 and f != 0 and color:
+                h, sat, v = pil.convert("HSV").split()
+                shift = int(round(f * 255))
+                h = Image.fromarray((np.asarray(h).astype(np.int16) + shift).astype(np.uint8))
+                pil = Image.merge("HSV", (h, sat, v)).convert("RGB")
+        return _from_pil(pil)
+
+
+@register_op
+class RandomRotation:
+    """Rotate by a random angle in [-degrees, degrees] (or [min, max]), bilinear; corners filled with fill (0-255)."""
+
+    def __init__(self, degrees: float | list[float], fill: int = 0, where: str = "RandomRotation") -> None:
+        self.degrees = _range(degrees, where, "degrees", -360.0, 360.0, symmetric=True)
+        if isinstance(fill, bool) or not isinstance(fill, int) or not 0 <= fill <= 255:
+            raise ConfigError(f"{where}: fill must be an int in [0, 255] (a pixel value), got {fill!r}")
+        self.fill = fill
+
+    def __call__(self, img: np.ndarray) -> np.ndarray:
+        angle = float(np.random.uniform(*self.degrees))
+        pil = _to_pil(img)
+        fill = self.fill if pil.mode == "L" else (self.fill,) * 3
+        return _from_pil(pil.rotate(angle, resample=Image.BILINEAR, fillcolor=fill))
+
+
+@register_op
+class RandomGrayscale:
+    """With probability p, replace the colours by their luminance (channels kept; 1-channel images unchanged)."""
+
+    def __init__(self, p: float = 0.1, where: str = "RandomGrayscale") -> None:
+        self.p = _prob(p, where)
+
+    def __call__(self, img: np.ndarray) -> np.ndarray:
+        if np.random.random() >= self.p or img.shape[2] == 1:
+            return img
+        gray = np.asarray(_to_pil(img).convert("L"))
+        return np.repeat(gray[:, :, None], img.shape[2], axis=2)
+
+
+@register_op
+class RandomErasing:
+    """With probability p, fill a random box (area scale, aspect ratio) with value (0-255) or random noise."""
+
+    def __init__(self, p: float = 0.5, scale: tuple[float, float] = (0.02, 0.33),
+                 ratio: tuple[float, float] = (0.3, 3.3), value: int | str = 0, where: str = "RandomErasing") -> None:
+        self.p = _prob(p, where)
+        self.scale = _range(scale, where, "scale", 0.0, 1.0)
+        self.ratio = _range(ratio, where, "ratio", 1e-3, 1e3)
+        if not (value == "random" or (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 255)):
+            raise ConfigError(f"{where}: value must be an int in [0, 255] or 'random', got {value!r}")
+        self.value = value
+
+    def __call__(self, img: np.ndarray) -> np.ndarray:
+        if np.random.random() >= self.p:
+            return img
+        h, w = img.shape[:2]
+        log_r = (np.log(self.ratio[0]), np.log(self.ratio[1]))
+        for _ in range(10):
+            target = h * w * np.random.uniform(*self.scale)
+            r = float(np.exp(np.random.uniform(*log_r)))
+            eh, ew = int(round(np.sqrt(target * r))), int(round(np.sqrt(target / r)))
+            if 0 < eh < h and 0 < ew < w:
+                top, left = np.random.randint(0, h - eh + 1), np.random.randint(0, w - ew + 1)
+                out = img.copy()
+                if self.value == "random":
+                    out[top:top + eh, left:left + ew] = np.random.randint(0, 256, (eh, ew, img.shape[2]), dtype=np.uint8)
+                else:
+                    out[top:top + eh, left:left + ew] = self.value
+                return out
+        return img
 
 
 @register_op
@@ -306,6 +501,7 @@ def transforms_markdown() -> str:
     for name, cls in OPS.items():
         params = []
         for p, d in op_params(cls).items():
+            d = list(d) if isinstance(d, tuple) else d  # YAML writes lists
             params.append(f"`{p}`" if d is inspect.Parameter.empty else f"`{p}={d!r}`".replace("None", "null"))
         doc = (cls.__doc__ or "").strip().splitlines()[0]
         out.append(f"| `{name}` | {', '.join(params) or '-'} | {doc} |")

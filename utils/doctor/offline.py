@@ -77,8 +77,11 @@ def load_run(run_dir: str) -> tuple[RunSeries, RunContext, list[str]]:
         acc = dict(scalars.get("eval/acc", []))
         series.evals = [{"step": s, "epoch": ctx.epoch_of(s), "loss": v, "acc": acc.get(s)}
                         for s, v in scalars["eval/loss"]]
-    series.grad_norm = scalars.get("doctor/grad_norm") or [tuple(p) for p in stats.get("grad_norm", [])]
-    series.confidence = scalars.get("doctor/confidence") or [tuple(p) for p in stats.get("confidence", [])]
+    # training_doctor/* since the group sorts after train/eval in VisualDL; doctor/* in older logs
+    series.grad_norm = (scalars.get("training_doctor/grad_norm") or scalars.get("doctor/grad_norm")
+                        or [tuple(p) for p in stats.get("grad_norm", [])])
+    series.confidence = (scalars.get("training_doctor/confidence") or scalars.get("doctor/confidence")
+                         or [tuple(p) for p in stats.get("confidence", [])])
     series.batch_purity = [tuple(p) for p in stats.get("batch_purity", [])]
     series.layers, series.layers_step = stats.get("layers") or [], stats.get("layers_step")
     series.input_rms = stats.get("input_rms")

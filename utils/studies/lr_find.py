@@ -34,7 +34,7 @@ from utils.studies.lr_curve import (
 from utils.studies.lr_sweep import lr_range_test
 
 __all__ = ["LRFindResult", "lr_range_test", "suggest_lrs", "check_sweep_args", "plot_lr_find", "write_visualdl",
-           "run_lr_find", "exp_lrs", "smooth_losses", "format_lr", "default_out_dir", "RECOMMENDED", "SUGGESTIONS",
+           "run_lr_find", "exp_lrs", "smooth_losses", "format_lr", "default_out_dir", "sweeps_dir", "inside", "RECOMMENDED", "SUGGESTIONS",
            "DESCRIPTIONS"]
 
 
@@ -110,9 +110,24 @@ def write_visualdl(result: LRFindResult, log_dir: str) -> None:
 
 
 def default_out_dir(cfg: dict) -> str:
-    """``<Global.output_dir>/lr_find/<config name>/<timestamp>``."""
+    """``lr_find/<config name>/<timestamp>`` beside ``Global.output_dir`` (``output`` -> ``lr_find/...``).
+
+    Not inside it: VisualDL lists every folder under ``--logdir`` that holds a log, so a sweep
+    under ``output/`` showed up among the training runs of ``visualdl --logdir output``.
+    """
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return os.path.join(cfg["Global"]["output_dir"], "lr_find", cfg["_meta"]["config_name"], stamp)
+    return os.path.join(sweeps_dir(cfg), cfg["_meta"]["config_name"], stamp)
+
+
+def sweeps_dir(cfg: dict) -> str:
+    """The folder of every LR sweep: ``lr_find`` beside ``Global.output_dir``."""
+    return os.path.join(os.path.dirname(os.path.normpath(cfg["Global"]["output_dir"])), "lr_find")
+
+
+def inside(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it."""
+    path, folder = os.path.abspath(path), os.path.abspath(folder)
+    return os.path.commonpath([path, folder]) == folder
 
 
 def run_lr_find(cfg: dict, out_dir: str | None = None, start_lr: float = 1e-7, end_lr: float = 10.0,
@@ -122,7 +137,8 @@ def run_lr_find(cfg: dict, out_dir: str | None = None, start_lr: float = 1e-7, e
     """Config -> data (training loader, with its augmentation) -> model -> optimizer -> sweep -> files.
 
     Writes ``lr_find.png``, ``lr_find.json`` and a VisualDL log into ``out_dir`` (default
-    ``<Global.output_dir>/lr_find/<config name>/<timestamp>/``; an existing non-empty directory is refused).
+    :func:`default_out_dir`, beside ``Global.output_dir`` so VisualDL does not list the sweep among
+    the training runs; an existing non-empty directory is refused).
 
     Returns:
         ``(result, out_dir)``.
@@ -182,5 +198,10 @@ def run_lr_find(cfg: dict, out_dir: str | None = None, start_lr: float = 1e-7, e
             star = "  <- recommended" if name == result.recommended else ""
             print_fn(f"  {name:<10} {result.suggestions[name]:<9.3g} {DESCRIPTIONS[name]}{star}")
     print_fn(f"  config's lr {cfg['Optimizer']['lr']:g}")
-    print_fn(f"files: {png}, {os.path.join(out_dir, 'lr_find.json')}; VisualDL: visualdl --logdir {out_dir}")
+    print_fn(f"wrote {out_dir}: {os.path.basename(png)}, lr_find.json and its VisualDL log "
+             f"(visualdl --logdir {out_dir})")
+    runs_dir = g["output_dir"]
+    if inside(out_dir, runs_dir):
+        print_fn(f"note: {out_dir} is inside Global.output_dir {runs_dir}: `visualdl --logdir {runs_dir}` lists it "
+                 f"as a run (without --out, sweeps go to {sweeps_dir(cfg)})")
     return result, out_dir

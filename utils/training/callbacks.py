@@ -312,37 +312,3 @@ def weights_finite(network: paddle.nn.Layer) -> bool:
     """True when every parameter of ``network`` is finite (no NaN, no Inf)."""
     return all(bool(paddle.isfinite(p).all()) for p in network.parameters())
 
-
-class ConsoleLogger(Callback):
-    """One line every ``log_every`` iterations and one per validation."""
-
-    def __init__(self, progress: Progress, lr_fn: Callable[[], float], log_every: int = 20, verbose: int = 1,
-                 print_fn: Callable[..., None] = print) -> None:
-        super().__init__()
-        self.progress = progress
-        self.lr_fn = lr_fn
-        self.log_every = max(1, log_every)
-        self.verbose = verbose
-        self.print = print_fn
-        self._t0 = None
-        self._seen = 0
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._t0, self._seen = time.time(), 0
-
-    def on_train_batch_end(self, step: int, logs: dict | None = None) -> None:
-        self._seen += int(logs.get("batch_size", 0))
-        p = self.progress
-        if self.verbose and p.global_step % self.log_every == 0:
-            speed = self._seen / max(time.time() - self._t0, 1e-9)
-            loss = float(np.asarray(logs["loss"]).reshape(-1)[0])
-            acc = logs.get("acc")
-            acc_s = f" acc {float(acc):.4f}" if acc is not None else ""
-            self.print(f"epoch {p.epoch + 1}/{p.total_epochs} step {p.epoch_step}/{p.steps_per_epoch} "
-                       f"loss {loss:.4f}{acc_s} lr {self.lr_fn():.3g} {speed:.0f} img/s")
-
-    def on_eval_end(self, logs: dict | None = None) -> None:
-        if self.verbose:
-            shown = " ".join(f"{k} {v:.4f}" for k, v in logs.items()
-                             if k not in ("epoch", "step", "samples", "eval_time"))
-            self.print(f"eval  epoch {logs['epoch']} step {logs['step']}: {shown} ({logs['eval_time']:.1f}s)")

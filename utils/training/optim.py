@@ -223,49 +223,74 @@ def build_lr_scheduler(cfg: dict, steps_per_epoch: int, epochs: int) -> ClosedFo
     return ClosedFormLR(s["name"], o["lr"], steps_per_epoch, epochs, params)
 
 
+def _fits(epochs: float, share: float) -> str:
+    """``share`` of ``epochs`` written for a command line (3 significant digits): a value that fits the run."""
+    return f"{epochs * share:.3g}"
+
+
 def schedule_warnings(cfg: dict, epochs: int) -> list[str]:
-    """Warnings about a schedule that probably does not do what the user meant (list of str)."""
+    """Warnings about a schedule that probably does not do what the user meant (list of str).
+
+    Each names the ``-o`` override that fixes it, with a value that fits ``epochs``: a warmup of
+    a tenth of the run (the recipes warm up 1-2 of 30 epochs), milestones at half and three
+    quarters of the schedule, a step of a third of it.
+    """
     s, o = cfg["LRScheduler"], cfg["Optimizer"]
     name, warm, lr = s["name"], s["warmup_epochs"], o["lr"]
     out = []
     main = epochs - warm  # the main schedule's clock starts after warmup
     if warm > 0 and warm >= epochs:
         out.append(f"LRScheduler.warmup_epochs={warm:g} >= Global.epochs={epochs}: training ends during "
-                   f"warmup and never reaches Optimizer.lr={lr:g}")
+                   f"warmup and never reaches Optimizer.lr={lr:g}; fix: -o LRScheduler.warmup_epochs="
+                   f"{_fits(epochs, 0.1)} (a tenth of the run; 0 = no warmup) or train longer")
     elif warm > 0 and name in ("cosine", "onecycle", "polynomial") and warm > 0.5 * epochs:
         out.append(f"LRScheduler.warmup_epochs={warm:g} takes more than half of the {epochs} epochs: "
-                   f"the {name} schedule only runs over the last {main:g}")
+                   f"the {name} schedule only runs over the last {main:g}; fix: "
+                   f"-o LRScheduler.warmup_epochs={_fits(epochs, 0.1)} (a tenth of the run)")
     if name == "onecycle" and warm > 0:
         out.append("LRScheduler.warmup_epochs > 0 with onecycle: onecycle already rises from "
-                   "lr/div_factor over pct_start; the warmup adds a second ramp before it")
+                   "lr/div_factor over pct_start; the warmup adds a second ramp before it; "
+                   "fix: -o LRScheduler.warmup_epochs=0")
     if name == "step" and warm < epochs and s["step_size"] >= main:
         out.append(f"LRScheduler.step_size={s['step_size']:g} epochs >= the {main:g} epochs of the schedule "
-                   f"(after {warm:g} warmup): the LR never decays")
+                   f"(after {warm:g} warmup): the LR never decays; fix: -o LRScheduler.step_size={_fits(main, 1 / 3)}")
     if name == "multistep":
         ms = s["milestones"]
         late = [m for m in ms if isinstance(m, numbers.Real) and m + warm >= epochs]
         if late:
             shift = f" (+{warm:g} warmup epochs)" if warm else ""
+            # with the warmup past the end, its own warning carries the fix
+            fix = f"; fix: -o LRScheduler.milestones=[{_fits(main, 0.5)},{_fits(main, 0.75)}]" if main > 0 else ""
             out.append(f"LRScheduler.milestones {late}{shift} are at/after the last epoch ({epochs}): "
-                       "those decays never happen")
-        if list(ms) != sorted(ms, key=lambda m: m if isinstance(m, numbers.Real) else 0):
-            out.append(f"LRScheduler.milestones {ms} are not sorted (they are applied in sorted order)")
+                       f"those decays never happen{fix}")
+        in_order = sorted(ms, key=lambda m: m if isinstance(m, numbers.Real) else 0)
+        if list(ms) != in_order:
+            listed = ",".join(f"{m:g}" if isinstance(m, numbers.Real) else str(m) for m in in_order)
+            out.append(f"LRScheduler.milestones {ms} are not sorted (they are applied in sorted order); "
+                       f"fix: -o LRScheduler.milestones=[{listed}]")
     if name in ("step", "multistep", "exponential") and s["gamma"] >= 1:
-        out.append(f"LRScheduler.gamma={s['gamma']:g} >= 1: the {name} schedule does not decay the LR")
+        out.append(f"LRScheduler.gamma={s['gamma']:g} >= 1: the {name} schedule does not decay the LR; "
+                   f"fix: -o LRScheduler.gamma={0.95 if name == 'exponential' else 0.1}")
     if name == "cosine" and s["eta_min"] > lr:
-        out.append(f"LRScheduler.eta_min={s['eta_min']:g} > Optimizer.lr={lr:g}: cosine rises instead of decaying")
+        out.append(f"LRScheduler.eta_min={s['eta_min']:g} > Optimizer.lr={lr:g}: cosine rises instead of decaying; "
+                   "fix: -o LRScheduler.eta_min=0")
     if name in ("polynomial", "onecycle") and s["end_lr"] > lr:
-        out.append(f"LRScheduler.end_lr={s['end_lr']:g} > Optimizer.lr={lr:g}: the LR rises instead of decaying")
+        out.append(f"LRScheduler.end_lr={s['end_lr']:g} > Optimizer.lr={lr:g}: the LR rises instead of decaying; "
+                   "fix: -o LRScheduler.end_lr=0")
     if name == "plateau":
         mon, mode = s["monitor"], s["mode"]
         if "acc" in mon and mode == "min":
-            out.append(f"LRScheduler.monitor={mon} with mode=min: accuracy should use mode: max")
+            out.append(f"LRScheduler.monitor={mon} with mode=min: accuracy should use mode: max; "
+                       "fix: -o LRScheduler.mode=max")
         if "loss" in mon and mode == "max":
-            out.append(f"LRScheduler.monitor={mon} with mode=max: a loss should use mode: min")
+            out.append(f"LRScheduler.monitor={mon} with mode=max: a loss should use mode: min; "
+                       "fix: -o LRScheduler.mode=min")
         if s["min_lr"] >= lr:
-            out.append(f"LRScheduler.min_lr={s['min_lr']:g} >= Optimizer.lr={lr:g}: plateau can never reduce the LR")
+            out.append(f"LRScheduler.min_lr={s['min_lr']:g} >= Optimizer.lr={lr:g}: plateau can never reduce the LR; "
+                       "fix: -o LRScheduler.min_lr=0")
     if warm > 0 and s["warmup_start_lr"] > lr:
-        out.append(f"LRScheduler.warmup_start_lr={s['warmup_start_lr']:g} > Optimizer.lr={lr:g}: warmup decreases the LR")
+        out.append(f"LRScheduler.warmup_start_lr={s['warmup_start_lr']:g} > Optimizer.lr={lr:g}: warmup decreases "
+                   "the LR; fix: -o LRScheduler.warmup_start_lr=0")
     return out
 
 

@@ -209,27 +209,70 @@ def _model_names(space: dict[str, ParamSpec], cfg: dict) -> list[str]:
     return space["Arch.name"].choices if "Arch.name" in space else [cfg["Arch"]["name"]]
 
 
+def model_takes(name: str, arg: str) -> bool:
+    """Whether model ``name``'s factory takes the keyword argument ``arg``."""
+    try:
+        check_kwargs(name, {arg: None})
+    except ConfigError:
+        return False
+    return True
+
+
+def applies(key: str, model_name: str) -> bool:
+    """Whether config key ``key`` means anything for model ``model_name``.
+
+    Arch keys beyond the schema (``Arch.depth``, ``Arch.widths``) are factory arguments: a
+    study over ``Arch.name`` applies each only to the families that take it. Every other key applies.
+    """
+    sec, _, k = key.partition(".")
+    return not (sec == "Arch" and k not in SCHEMA["Arch"]) or model_takes(model_name, k)
+
+
+def fit_arch(cfg: dict) -> list[str]:
+    """Drop the Arch arguments ``cfg``'s model does not take (in place); returns the dropped keys.
+
+    Used when a study searches ``Arch.name``: the config's Arch section was written for one
+    family (``widths`` for cnn, ``depth`` for gMLP) and the others ignore what they do not take.
+    """
+    name = cfg["Arch"]["name"]
+    dropped = [k for k in model_kwargs(cfg) if not model_takes(name, k)]
+    for k in dropped:
+        del cfg["Arch"][k]
+    return [f"Arch.{k}" for k in dropped]
+
+
 def _check_model_choices(spec: ParamSpec, space: dict[str, ParamSpec], cfg: dict) -> None:
-    """Every model of ``Arch.name: {choices}`` exists and takes the config's own Arch arguments."""
+    """Every model of ``Arch.name: {choices}`` exists; each of the config's own Arch arguments is
+    taken by at least one of them (the others leave it out, see :func:`fit_arch`)."""
     searched = {s.key.split(".")[1] for s in space.values() if s.key.startswith("Arch.")}
-    fixed = {k: v for k, v in model_kwargs(cfg).items() if k not in searched}
     for name in spec.choices:
         try:
             model_factory(name)
-            check_kwargs(name, fixed)
         except ConfigError as e:
-            raise ConfigError(f"{spec.where}: {spec.key} choice '{name}': {e} (the config's Arch section sets it; "
-                              f"models with different arguments need separate studies)") from None
+            raise ConfigError(f"{spec.where}: {spec.key} choice '{name}': {e}") from None
+    for k in model_kwargs(cfg):
+        if k not in searched and not any(model_takes(name, k) for name in spec.choices):
+            raise ConfigError(f"{spec.where}: {spec.key}: the config sets Arch.{k}, which none of the models "
+                              f"{spec.choices} takes: remove it from the config's Arch section or add a model "
+                              f"that takes it")
 
 
 def _check_model_argument(spec: ParamSpec, space: dict[str, ParamSpec], cfg: dict) -> None:
-    """An ``Arch.<arg>`` beyond the schema: every model the study may build takes it, as a number when ranged."""
+    """An ``Arch.<arg>`` beyond the schema: a model the study may build takes it (as a number when ranged).
+
+    With ``Arch.name`` searched, the argument applies only to the families that take it; at
+    least one of them must.
+    """
     k = spec.key.split(".")[1]
-    for name in _model_names(space, cfg):
+    names = _model_names(space, cfg)
+    takers = [n for n in names if model_takes(n, k)]
+    if not takers:
         try:
-            check_kwargs(name, {k: None})
+            check_kwargs(names[0], {k: None})
         except ConfigError as e:
-            raise ConfigError(f"{spec.where}: {e}") from None
+            also = f" (nor do the other searched models: {', '.join(names[1:])})" if len(names) > 1 else ""
+            raise ConfigError(f"{spec.where}: {e}{also}") from None
+    for name in takers:
         param = inspect.signature(model_factory(name)).parameters.get(k)
         default = param.default if param is not None else inspect.Parameter.empty
         if spec.type == "categorical" or default is inspect.Parameter.empty or default is None:

@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from utils.config import load_config
 from utils.errors import UserError
 from utils.trainer import train
+from utils.tune.console import TrialConsole, terminal
 from utils.tune.pruning import TrialFailed, TrialReporter, failure_reason
-from utils.tune.results import format_value, write_results
+from utils.tune.results import write_results
 from utils.tune.space import check_grid, grid_size, param_overrides
+from utils.tune.space_file import applies, fit_arch
 from utils.tune.storage import default_storage, make_pruner, make_sampler, open_storage, redact
 from utils.tune.study_setup import TuneSetup
 
@@ -95,17 +97,23 @@ class _Objective:
     overrides, and :func:`utils.training.vdl.run_hparams` adds every overridden key.
     """
 
-    def __init__(self, setup: TuneSetup, print_fn: Callable[..., Any], train_print_fn: Callable[..., Any]) -> None:
+    def __init__(self, setup: TuneSetup, train_print_fn: Callable[..., Any],
+                 started: Callable[[int], None] = lambda n: None) -> None:
         self.setup = setup
-        self.print = print_fn
         self.train_print = train_print_fn
+        self.started = started
         self.last_errors = []
 
     def __call__(self, trial: optuna.Trial) -> float:
         import optuna  # heavy: imported when a study opens
 
         s = self.setup
-        params = {key: spec.suggest(trial) for key, spec in s.space.items()}
+        self.started(trial.number)
+        # Every key is suggested (the grid sampler needs each point's full coordinates); with
+        # Arch.name searched, the Arch arguments the trial's model does not take are not applied.
+        suggested = {key: spec.suggest(trial) for key, spec in s.space.items()}
+        model = suggested.get("Arch.name")
+        params = {k: v for k, v in suggested.items() if model is None or applies(k, model)}
         name = f"trial_{trial.number}"
         run_dir = os.path.join(s.study_dir, name)
         trial.set_user_attr("config_params", params)
@@ -119,6 +127,8 @@ class _Objective:
             # The run goes to <output_dir>/<config>/tune_<study>/trial_<n>: the trainer joins
             # output_dir, the config name and the run name.
             cfg["_meta"]["config_name"] = os.path.basename(s.study_dir)
+            if model is not None:
+                fit_arch(cfg)
             metrics = train(cfg, print_fn=self.train_print, callbacks=[reporter])
         except UserError as e:
             trial.set_user_attr("steps", reporter.steps)
@@ -130,7 +140,7 @@ class _Objective:
             raise
         except Exception as e:  # noqa: BLE001  a crash for one combination of values must not end a long study
             trial.set_user_attr("steps", reporter.steps)
-            self.print(traceback.format_exc().rstrip())
+            self.train_print(traceback.format_exc().rstrip())
             return self._error(trial, f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}", e)
         self.last_errors = []
         trial.set_user_attr("steps", int(metrics["global_step"]))
@@ -157,24 +167,6 @@ class _Objective:
         raise TrialFailed(message)
 
 
-def _trial_line(study: optuna.Study, t: optuna.trial.FrozenTrial, monitor: str) -> str:
-    """One console line per finished trial."""
-    attrs = t.user_attrs
-    params = " ".join(f"{k}={format_value(v)}" for k, v in attrs.get("config_params", t.params).items())
-    head = f"trial {t.number} {t.state.name}"
-    if t.state.name == "COMPLETE":
-        head += f" {monitor} {t.value:.4f}"
-    elif attrs.get("fail_reason"):
-        head += f": {attrs['fail_reason']}"
-    try:
-        best = study.best_trial
-        tail = f"; best {best.value:.4f} (trial {best.number})"
-    except ValueError:
-        tail = ""
-    secs = t.duration.total_seconds() if t.duration else 0.0
-    return f"{head} [{params}] {attrs.get('steps', 0)} steps {secs:.1f}s{tail}"
-
-
 @contextlib.contextmanager
 def _quiet_optuna() -> Iterator[None]:
     """Optuna logs every trial at INFO and a failed trial with its traceback at WARNING: we print
@@ -191,7 +183,8 @@ def _quiet_optuna() -> Iterator[None]:
 
 def run_study(setup: TuneSetup, n_trials: int | None = None, seed: int | None = None, timeout: float | None = None,
               startup_trials: int | None = None, print_fn: Callable[..., Any] = print,
-              train_print_fn: Callable[..., Any] | None = None, enqueue: Iterable[dict[str, Any]] = ()) -> dict[str, Any]:
+              train_print_fn: Callable[..., Any] | None = None, enqueue: Iterable[dict[str, Any]] = (),
+              verbose: bool = True) -> dict[str, Any]:
     """Run ``n_trials`` more trials of the study (continuing it if it exists), then write the results.
 
     Args:
@@ -204,8 +197,11 @@ def run_study(setup: TuneSetup, n_trials: int | None = None, seed: int | None = 
         startup_trials: TPE's random start-up trials and the median pruner's warm-up trials
             (Optuna's defaults 10 and 5 when None).
         print_fn: console output of the tuner.
-        train_print_fn: console output of the trainer in each trial (default: print_fn, indented).
+        train_print_fn: console output of the trainer in each trial (default: print_fn, indented,
+            when ``verbose``; otherwise kept, and a failed trial's last lines printed under it).
         enqueue: parameter dicts (config values) to try first, e.g. for tests.
+        verbose: every trial's training log (True), or one line per trial and, on a terminal,
+            a status line for the running trial (False; ``tools/tune.py`` without ``--verbose``).
 
     Returns:
         ``{"study": optuna.Study, "results": dict from write_results, "ran": trials run now}``.
@@ -228,14 +224,15 @@ def run_study(setup: TuneSetup, n_trials: int | None = None, seed: int | None = 
                  f"{setup.pruner if isinstance(setup.pruner, str) else type(setup.pruner).__name__} pruner, "
                  f"{'maximize' if setup.mode == 'max' else 'minimize'} {setup.monitor}): {before} trials so far, "
                  f"running {n_trials} more; storage {redact(setup.storage_url)}; runs in {setup.study_dir}")
-        train_print = train_print_fn or (lambda *a, **k: print_fn("    " + " ".join(str(x) for x in a)))
-        objective = _Objective(setup, print_fn, train_print)
+        live = terminal() if (print_fn is print and not verbose) else None
+        console = TrialConsole(print_fn, n_trials, setup.monitor, verbose=verbose, live=live)
+        objective = _Objective(setup, train_print_fn or console.train_line, console.trial_started)
         try:
             if n_trials:
                 # No gc_after_trial: a full gc.collect() after each trial cost 0.23 s with Paddle loaded
                 # (13% of a 5-epoch MLP trial on digits); Python's own collector frees the cycles.
                 study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(TrialFailed,),
-                               callbacks=[lambda st, t: print_fn(_trial_line(st, t, setup.monitor))])
+                               callbacks=[console.trial_finished])
         finally:
             results = write_results(study, setup, print_fn)
     return {"study": study, "results": results, "ran": len(study.trials) - before}

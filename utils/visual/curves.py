@@ -11,6 +11,7 @@ import os
 import numpy as np
 from matplotlib.lines import Line2D
 
+from utils.config.load import saved_config_name
 from utils.errors import UserError
 from utils.runs import run_dir_of
 from utils.training.vdl_log import log_files, read_scalars
@@ -66,13 +67,28 @@ def read_curves(run_dir: str) -> dict:
     raise UserError(f"{run_dir}: no training log here (no vdlrecords.* or metrics.json){hint}")
 
 
+def config_name_of(run_dir: str) -> str:
+    """The config a run was trained from: its ``config.yml``'s ``# config_name:`` line, else the
+    config file named in ``metrics.json``, else the folder above the run (``output/<config>/<run>``)."""
+    name = saved_config_name(os.path.join(run_dir, "config.yml"))
+    if name:
+        return name
+    try:
+        with open(os.path.join(run_dir, "metrics.json"), encoding="utf-8") as f:
+            path = json.load(f).get("config")
+        if isinstance(path, str) and path:
+            return os.path.splitext(os.path.basename(path))[0]
+    except (OSError, ValueError, AttributeError):
+        pass  # no or damaged metrics.json: the folder name below still says where it was trained
+    return os.path.basename(os.path.dirname(os.path.normpath(os.path.abspath(run_dir))))
+
+
 def run_labels(run_dirs: list[str]) -> list[str]:
-    """Legend names: the run directory's name, with its parent when two runs share a name."""
-    names = [os.path.basename(os.path.normpath(os.path.abspath(d))) for d in run_dirs]
-    if len(set(names)) < len(names):
-        names = [os.path.join(os.path.basename(os.path.dirname(os.path.normpath(os.path.abspath(d)))), n)
-                 for d, n in zip(run_dirs, names)]
-    return names
+    """Legend names ``<config name>/<run name>`` (``cnn_digits/20261201-120000``, or the run_name);
+    runs that would share a label are named by their directory instead."""
+    dirs = [run_dir_of(d) for d in run_dirs]
+    labels = [f"{config_name_of(d)}/{os.path.basename(os.path.normpath(os.path.abspath(d)))}" for d in dirs]
+    return [lab if labels.count(lab) == 1 else os.path.normpath(d) for lab, d in zip(labels, dirs)]
 
 
 def plot_curves(run_dirs: list[str], out: str) -> PlotResult:
@@ -80,7 +96,7 @@ def plot_curves(run_dirs: list[str], out: str) -> PlotResult:
 
     Train curves are drawn smoothed (debiased exponential average, weight 0.6, VisualDL's
     default) over the raw per-step values drawn faint; validation points are dashed with
-    markers. Runs are told apart by colour (legend: run directory names).
+    markers. Runs are told apart by colour (legend: ``<config name>/<run name>``).
 
     Args:
         run_dirs: run directories (or checkpoints in them).

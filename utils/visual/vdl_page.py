@@ -9,11 +9,19 @@ What VisualDL 2.5.3 was seen to do (see also ../shared/PADDLE_NOTES.md):
 - without ``--language``, page routes answer HTTP 500 to a client that sends no
   Accept-Language header, so the server is always started with ``--language en``;
 - ``/alive`` answers 204 about 1 s after start;
-- the scalar page polls its API, so the network never goes idle: wait for elements, not for
-  "networkidle";
-- tag groups (``train``, ``eval``, ...) are collapsed except the first; each chart is a
-  canvas, its title is drawn inside it (not in the DOM), so charts are counted as canvases
-  and the tags they show are read from the API requests the page makes.
+- the root address lands on the first entry of ``/app/api/component_tabs``, which the server
+  builds from a Python set: its order follows the process's string hashing, so the same log
+  opened on PR CURVE, SAMPLES or SCALARS from one start to the next (PYTHONHASHSEED 2, 4, 1).
+  (A second redirect, to the first tab in the page's own order, SCALARS, races it: with
+  PR CURVE listed first, 4 of 5 page loads landed there.) ``--component_tabs scalar ...``
+  fixes that list and its order, and both redirects then agree: the server is started with
+  the log's tabs, SCALARS first (:func:`component_tabs`);
+- the scalar page sorts tag groups by name, case-insensitively, and opens only the first:
+  ``eval`` opens, ``train`` follows collapsed (the doctor's group, ``training_doctor``, sorts
+  after both);
+- the scalar page polls its API, so the network never goes idle: wait for the charts, not for
+  "networkidle". Each chart is an ECharts canvas; its title (the tag), loading spinner and
+  points are read from the ECharts instance (the page's own ``echarts.js`` module).
 """
 from __future__ import annotations
 
@@ -36,12 +44,30 @@ from utils.errors import UserError
 from utils.visual.common import PlotResult
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Playwright
+    from playwright.sync_api import Browser, Page, Playwright
 
 # Flags a root, display-less, offline machine needs: without the background-networking ones
 # Chromium keeps opening connections that this sandbox refuses, many at a time.
 CHROMIUM_ARGS = ("--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync")
+
+
+# VisualDL's tab names, SCALARS first: the root address lands on the first tab the server lists.
+TAB_ORDER = ("scalar", "image", "text", "histogram", "pr_curve", "roc_curve", "hyper_parameters", "audio", "embeddings")
+
+
+def component_tabs(logdir: str) -> list[str]:
+    """The tabs the log under ``logdir`` has data for, in :data:`TAB_ORDER` (all of it when unreadable or empty)."""
+    try:
+        from visualdl import LogReader  # heavy (~0.5 s with the read): only the server needs it
+
+        have = LogReader(logdir=logdir).component_tabs(update=True)
+    except Exception:  # an unreadable log: the server reports it; list every tab rather than fail here
+        have = set()
+    tabs = [t for t in TAB_ORDER if t in have]
+    if not tabs:
+        return list(TAB_ORDER)  # nothing logged yet: every tab, so what a run logs later has one
+    return tabs if tabs[0] == "scalar" else ["scalar"] + tabs
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -80,10 +106,12 @@ class VisualDLServer:
         port: TCP port; a free one when None.
         language: ``en`` or ``zh`` (see the module notes on why it is always passed).
         start_timeout: seconds to wait for ``/alive``.
+        tabs: VisualDL tabs to show, the first is where the root address lands; None: the
+            log's own (:func:`component_tabs`, SCALARS first).
     """
 
     def __init__(self, logdir: str, host: str = "127.0.0.1", port: int | None = None, language: str = "en",
-                 start_timeout: float = 60.0) -> None:
+                 start_timeout: float = 60.0, tabs: list[str] | None = None) -> None:
         if not os.path.isdir(logdir):
             raise UserError(f"{logdir}: no such log directory (pass a run directory or the output folder)")
         self.logdir = logdir
@@ -91,6 +119,7 @@ class VisualDLServer:
         self.port = port or free_port(host)
         self.language = language
         self.start_timeout = start_timeout
+        self.tabs = list(tabs) if tabs else component_tabs(logdir)
         self.proc = None
         self.log_path = None
 
@@ -109,7 +138,7 @@ class VisualDLServer:
         # The console script's own interpreter: `python -m visualdl` is not a module entry point.
         exe = shutil.which("visualdl") or os.path.join(os.path.dirname(sys.executable), "visualdl")
         return [exe, "--logdir", self.logdir, "--host", self.host, "--port", str(self.port),
-                "--language", self.language]
+                "--language", self.language, "--component_tabs", *self.tabs]
 
     def start(self) -> VisualDLServer:
         """Start the server and wait for ``/alive``; a UserError when it exits or does not answer in time."""
@@ -159,6 +188,19 @@ class VisualDLServer:
             os.remove(self.log_path)
 
 
+def _save(page, path: str) -> None:
+    """Full-page PNG at ``path``, written whole: a failed capture leaves an earlier file as it was."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.part.png"
+    page.evaluate("window.scrollTo(0, 0)")  # clicking a group scrolls; the fixed navbar would land mid-picture
+    try:
+        page.screenshot(path=tmp, full_page=True)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def _launch(playwright: Playwright, chromium: str) -> Browser:
     return playwright.chromium.launch(executable_path=chromium, args=list(CHROMIUM_ARGS))
 
@@ -175,22 +217,58 @@ def _need_browser() -> tuple[str, Callable]:
     return chromium, sync_playwright
 
 
+# Per chart on the page: [title (the tag), loading spinner shown, points in its series]. The page's ECharts module
+# is imported by its URL: modules are singletons per URL, so this is the instance the page draws with.
+_CHARTS_JS = """async (base) => {
+  const ec = await import(base + '/__snowpack__/pkg/echarts.js');
+  return Array.from(document.querySelectorAll('[_echarts_instance_]')).map(div => {
+    const chart = ec.getInstanceByDom(div);
+    if (!chart) return [null, true, 0];
+    const opt = chart.getOption() || {};
+    const title = opt.title && opt.title[0] ? opt.title[0].text : null;
+    const points = (opt.series || []).reduce((n, s) => n + (Array.isArray(s.data) ? s.data.length : 0), 0);
+    return [title, !!chart._loadingFX, points];
+  });
+}"""
+# Group headers in page order: elements whose whole text is a group name (the count beside it is a sibling).
+_HEADERS_JS = """(names) => Array.from(document.querySelectorAll('body *'))
+  .filter(e => e.children.length === 0 && names.includes(e.textContent.trim())).map(e => e.textContent.trim())"""
+
+
+def _charts(page, base: str) -> list[tuple[str | None, bool, int]]:
+    return [tuple(c) for c in page.evaluate(_CHARTS_JS, base)]
+
+
 def scalar_page(server: VisualDLServer, screenshot: str | None = None, groups: tuple[str, ...] = ("train", "eval"),
-                width: int = 1400, height: int = 900, timeout: float = 30.0) -> dict:
-    """Open the server's scalar page, expand ``groups``, and report what the page shows.
+                width: int = 1400, height: int = 900, timeout: float = 30.0, start: str = "/app/scalar",
+                on_page: Callable[[Page], None] | None = None) -> dict:
+    """Open the scalar page, open ``groups``, wait until their charts have drawn data, report what it shows.
 
     Args:
         server: a started :class:`VisualDLServer`.
-        screenshot: PNG path for a full-page screenshot (None: none).
-        groups: tag groups to expand (the first group is open already; clicking it would close it).
+        screenshot: PNG path for a full-page screenshot, taken only once every chart of
+            ``groups`` has data (None: none).
+        groups: tag groups to show; those not open on arrival are clicked open.
         width, height: viewport in CSS pixels.
-        timeout: seconds to wait for each group header and for its charts.
+        timeout: seconds to wait for the page and, then, for the charts.
+        start: the address opened, ``/`` to check where the root address lands.
+        on_page: called with the new page before it loads, e.g. to route its requests.
 
     Returns:
-        dict with ``groups`` (header texts found), ``tags`` (scalar tags whose data the page
-        fetched, by run), ``charts`` (canvas count) and ``screenshot``.
+        dict with ``landing`` (URL path the page settled on), ``groups`` (group headers in page
+        order), ``open_on_arrival`` (groups open before any click), ``tags`` (scalar tags whose
+        data the page fetched, by run), ``charts`` ({tag: points drawn}) and ``screenshot``.
+
+    Raises:
+        UserError: the scalar page did not show, or a chart of ``groups`` was still loading or
+            empty after ``timeout`` seconds (one line; no screenshot is written).
     """
     chromium, sync_playwright = _need_browser()
+    base = urllib.parse.urlparse(server.url).path + "/app"
+    listed = server.api("scalar/tags")
+    all_tags = {t for run_tags in listed["tags"] for t in run_tags}
+    names = sorted({t.split("/")[0] for t in all_tags}, key=str.upper)  # the page's own order
+    want = {t for t in all_tags if t.split("/")[0] in groups}
     fetched = {}
 
     def on_response(response):
@@ -204,30 +282,47 @@ def scalar_page(server: VisualDLServer, screenshot: str | None = None, groups: t
         try:
             page = browser.new_page(viewport={"width": width, "height": height})
             page.on("response", on_response)
-            page.goto(server.url + "/app/scalar", wait_until="domcontentloaded")
-            found = []
-            for g in groups:
-                header = page.get_by_text(g, exact=True).first
-                header.wait_for(timeout=timeout * 1000)
-                found.append(g)
-            # The first group in the page's (alphabetical) order starts open; open the others.
-            all_groups = server.api("scalar/tags")["tags"]
-            names = sorted({t.split("/")[0] for run_tags in all_groups for t in run_tags})
-            first = names[0] if names else None
-            for g in groups:
-                if g != first:
-                    page.get_by_text(g, exact=True).first.click()
-            want = {t for run_tags in all_groups for t in run_tags if t.split("/")[0] in groups}
+            if on_page is not None:
+                on_page(page)
+            page.goto(server.url + start, wait_until="domcontentloaded")
+            # Arrived once every group header is shown and the open group's charts carry their titles.
             deadline = time.time() + timeout
-            while time.time() < deadline and not want <= set().union(*fetched.values(), set()):
+            headers, charts = [], []
+            while time.time() < deadline:
+                headers = page.evaluate(_HEADERS_JS, names)
+                charts = _charts(page, base)
+                if set(headers) >= set(names) and charts and all(c[0] for c in charts):
+                    break
                 page.wait_for_timeout(200)
-            page.wait_for_timeout(500)  # let the charts draw the data they fetched
-            charts = page.locator("canvas").count()
+            landing = urllib.parse.urlparse(page.url).path
+            if not (set(headers) >= set(names) and charts):
+                raise UserError(f"VisualDL page {server.url}{start}: no scalar charts after {timeout:.0f}s "
+                                f"(landed on {landing}, group headers seen: {', '.join(headers) or 'none'})")
+            opened = sorted({c[0].split("/")[0] for c in charts if c[0]}, key=str.upper)
+            for g in groups:
+                if g not in opened:
+                    page.get_by_text(g, exact=True).first.click()
+            deadline = time.time() + timeout
+            while True:
+                charts = [c for c in _charts(page, base) if c[0] in want]
+                pending = {t for t in want if not any(c[0] == t and not c[1] and c[2] > 0 for c in charts)}
+                if not pending or time.time() > deadline:
+                    break
+                page.wait_for_timeout(200)
+            if pending:
+                loading = sorted(t for t in pending if any(c[0] == t and c[1] for c in charts))
+                empty = sorted(pending - set(loading))
+                raise UserError(f"VisualDL page {server.url}{start}: {len(pending)} of {len(want)} charts of "
+                                f"{' '.join(groups)} not drawn after {timeout:.0f}s (still loading: "
+                                f"{', '.join(loading) or 'none'}; no data: {', '.join(empty) or 'none'}); "
+                                f"no screenshot written")
+            page.wait_for_timeout(400)  # ECharts animates a new series for 100 ms: let it finish
             if screenshot:
-                page.screenshot(path=screenshot, full_page=True)
+                _save(page, screenshot)
         finally:
             browser.close()
-    return {"groups": found, "tags": {r: sorted(t) for r, t in fetched.items()}, "charts": charts,
+    return {"landing": landing, "groups": headers, "open_on_arrival": opened,
+            "tags": {r: sorted(t) for r, t in fetched.items()}, "charts": {c[0]: c[2] for c in charts},
             "screenshot": screenshot}
 
 
@@ -238,6 +333,9 @@ def image_page(server: VisualDLServer, screenshot: str | None = None, width: int
     Returns:
         dict with ``images``: [(src, width, height)] of the sample images drawn (the page
         shows them as blob URLs, decoded from the log), and ``screenshot``.
+
+    Raises:
+        UserError: no image drawn after ``timeout`` seconds (no screenshot is written).
     """
     chromium, sync_playwright = _need_browser()
     with sync_playwright() as pw:
@@ -252,15 +350,18 @@ def image_page(server: VisualDLServer, screenshot: str | None = None, width: int
             while time.time() < deadline and not images:
                 page.wait_for_timeout(300)
                 images = page.evaluate(script)
+            if not images:
+                raise UserError(f"VisualDL page {server.url}/app/sample/image: no image drawn after {timeout:.0f}s; "
+                                f"no screenshot written")
             if screenshot:
-                page.screenshot(path=screenshot, full_page=True)
+                _save(page, screenshot)
         finally:
             browser.close()
     return {"images": [tuple(i) for i in images], "screenshot": screenshot}
 
 
 def screenshot(logdir: str, out: str, page: str = "scalar", groups: tuple[str, ...] | list[str] = ("train", "eval"),
-               width: int = 1400) -> PlotResult:
+               width: int = 1400, timeout: float = 30.0) -> PlotResult:
     """Serve ``logdir`` with VisualDL, open ``page`` in headless Chromium and save a full-page PNG.
 
     Args:
@@ -270,12 +371,17 @@ def screenshot(logdir: str, out: str, page: str = "scalar", groups: tuple[str, .
         groups: scalar tag groups to open, e.g. ``train eval``; a group the log does not have
             is a one-line error listing the groups it has.
         width: viewport width in CSS pixels (the height follows the page).
+        timeout: seconds to wait for the page, then for its charts (images) to show data.
 
     Returns:
-        :class:`utils.visual.common.PlotResult`: panels = charts (scalar) or images (image) shown.
+        :class:`utils.visual.common.PlotResult`: panels = charts with data (scalar) or images
+        (image) shown.
+
+    Raises:
+        UserError: no such directory, nothing of ``page`` in the log, or the charts (images)
+            still loading or empty after ``timeout``; ``out`` is then not written.
     """
     _need_browser()
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with VisualDLServer(logdir) as server:
         notes = []
         if page == "scalar":
@@ -286,13 +392,13 @@ def screenshot(logdir: str, out: str, page: str = "scalar", groups: tuple[str, .
             unknown = [g for g in groups if g not in have]
             if unknown:
                 raise UserError(f"--groups {' '.join(unknown)}: not in this log; its groups are: {', '.join(have)}")
-            seen = scalar_page(server, out, tuple(groups), width=width)
-            panels = seen["charts"]
+            seen = scalar_page(server, out, tuple(groups), width=width, timeout=timeout)
+            panels = len(seen["charts"])
             notes.append(f"{len(tags['runs'])} run(s): " + ", ".join(tags["runs"]))
         else:
             if not server.api("image/tags")["runs"]:
                 raise UserError(f"{logdir}: no VisualDL images in it (VisualDL.sample_images > 0 logs them)")
-            seen = image_page(server, out, width=width)
+            seen = image_page(server, out, width=width, timeout=timeout)
             panels = len(seen["images"])
     with Image.open(out) as im:
         size = im.size

@@ -2,15 +2,21 @@
 pickle into uint8 arrays.
 
 ``Data.data_dir`` is the .tar.gz file, a folder holding it under its official name, or null for
-Paddle's cache (~/.cache/paddle/dataset/cifar/); ``Data.download`` fetches it there. Val is carved
-from train (45k/5k at ``val_split: 0.1``); the official test set is ``test``.
+Paddle's cache (~/.cache/paddle/dataset/cifar/). A missing archive is downloaded when
+``Data.download`` is true (the CIFAR base configs set it, as ``paddle.vision.datasets.Cifar10``
+downloads by default): Paddle fetches it into its cache with a progress bar and its md5 check,
+then it is copied to ``data_dir``. Val is carved from train (45k/5k at ``val_split: 0.1``); the
+official test set is ``test``.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import os
 import pickle
 import shutil
+import sys
 import tarfile
 
 import numpy as np
@@ -23,23 +29,24 @@ CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
 
 
 @dataclasses.dataclass(frozen=True)
-class _CifarSpec:
+class CifarSpec:
+    """One CIFAR archive: where it comes from and its checksum (Paddle's table, paddle.vision.datasets.cifar)."""
     title: str
     file: str
     url: str          # Paddle's mirror (what paddle.vision.datasets downloads)
-    md5: str
+    md5: str          # Paddle's, also the one the CIFAR page lists for the official archive
     official_url: str
     mean: tuple
     std: tuple
 
 
 CIFAR = {
-    "cifar10": _CifarSpec("CIFAR-10", "cifar-10-python.tar.gz",
+    "cifar10": CifarSpec("CIFAR-10", "cifar-10-python.tar.gz",
                           "https://dataset.bj.bcebos.com/cifar/cifar-10-python.tar.gz",
                           "c58f30108f718f92721af3b95e74349a",
                           "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
                           (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": _CifarSpec("CIFAR-100", "cifar-100-python.tar.gz",
+    "cifar100": CifarSpec("CIFAR-100", "cifar-100-python.tar.gz",
                            "https://dataset.bj.bcebos.com/cifar/cifar-100-python.tar.gz",
                            "eb9058c3a382ffc7106e4002c42a8d85",
                            "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
@@ -47,8 +54,12 @@ CIFAR = {
 }
 
 
+FOLDER_ROUTE = "-o Data.name=folder -o Data.data_dir=DIR"  # the other way to train: your own class folders
+
+
 def _cifar_path(cfg, spec):
-    data_dir = cfg["Data"]["data_dir"]
+    dc = cfg["Data"]
+    data_dir = dc["data_dir"]
     if data_dir is None:
         from paddle.dataset.common import DATA_HOME  # imports paddle: deferred until the thread count is set
         path = os.path.join(DATA_HOME, "cifar", spec.file)
@@ -58,26 +69,63 @@ def _cifar_path(cfg, spec):
         path = data_dir
     if os.path.isfile(path):
         return path
-    if cfg["Data"]["download"]:
-        return _download_cifar(spec, path)
-    raise DataError(f"{spec.title} archive not found: {path}; download the python version from "
-                    f"{spec.official_url} to that path (keep it as .tar.gz), set Data.data_dir to where it is, "
-                    f"or pass -o Data.download=true")
+    if dc.get("download", False):
+        return download_cifar(spec, path)
+    raise DataError(f"{spec.title} archive not found: {path} (Data.download is false); either download "
+                    f"{spec.official_url} to that path (keep it as .tar.gz) or set Data.data_dir to where it is, "
+                    f"let it download with -o Data.download=true, or train on your own image folders "
+                    f"with {FOLDER_ROUTE}")
 
 
-def _download_cifar(spec, target):
-    """Download with Paddle into its cache (~/.cache/paddle/dataset/cifar/), copy to target."""
-    from paddle.dataset.common import download  # imports paddle: deferred until the thread count is set
+def _md5(path: str) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
+
+def download_cifar(spec: CifarSpec, target: str) -> str:
+    """Download ``spec``'s archive with Paddle into its cache and copy it to ``target``; returns ``target``.
+
+    Paddle's ``download`` shows a progress bar, checks the md5 of Paddle's table (``spec.md5``), retries
+    3 times and returns the cached file at once when it is already there with the right md5. The copy
+    is written beside ``target`` and renamed, so an interrupted run never leaves a torn archive.
+
+    Raises:
+        DataError: offline (naming both ways on: the file by hand, or image folders), checksum mismatch
+            (the bad file removed), or ``target`` not writable.
+    """
+    from paddle.dataset import common  # imports paddle: deferred until the thread count is set
+
+    cached = os.path.join(common.DATA_HOME, "cifar", spec.file)
+    print(f"{spec.title} archive not found at {target}: downloading {spec.url} into {cached} "
+          f"(md5 checked; -o Data.download=false forbids downloading)", file=sys.stderr, flush=True)
     try:
-        got = download(spec.url, "cifar", spec.md5)
-    except Exception as e:  # network errors come in many types
-        reason = (str(e).splitlines() or [type(e).__name__])[0]
-        raise DataError(f"downloading {spec.url} failed ({reason}); download {spec.official_url} by hand "
-                        f"to {target}") from None
+        got = common.download(spec.url, "cifar", spec.md5)
+    except Exception as e:  # network errors come in many types; Paddle wraps the last one in a RuntimeError
+        if os.path.isfile(cached) and (digest := _md5(cached)) != spec.md5:
+            with contextlib.suppress(OSError):
+                os.remove(cached)  # a cut or altered download: the next attempt starts clean
+            raise DataError(f"downloaded {spec.url} has md5 {digest}, expected {spec.md5} (Paddle's checksum "
+                            f"of {spec.file}): the download was cut short or altered and was removed; run again "
+                            f"to retry, or download {spec.official_url} by hand to {target}") from None
+        reason = ((str(e).splitlines() or [""])[0] or type(e).__name__).replace(spec.url, "it")
+        raise DataError(f"{spec.title} archive not found: {target}, and downloading {spec.url} failed ({reason}); "
+                        f"place it by hand: download {spec.official_url} to {target} (keep it as .tar.gz), "
+                        f"or train on your own image folders with {FOLDER_ROUTE}") from None
     if os.path.abspath(got) != os.path.abspath(target):
-        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-        shutil.copyfile(got, target)
+        part = f"{target}.part"
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+            shutil.copyfile(got, part)
+            os.replace(part, target)
+        except OSError as e:
+            raise DataError(f"cannot write the downloaded archive to {target} ({e.strerror or e}): set "
+                            f"Data.data_dir to a writable path, or to null to read it from {got}") from None
+        finally:  # also on Ctrl-C: no half-copied .part left beside the data
+            with contextlib.suppress(OSError):
+                os.remove(part)
     return target
 
 
@@ -153,6 +201,6 @@ def _read_cifar(path, name):
 
 @register_dataset("cifar10", "cifar100")
 def load_cifar(cfg: dict) -> ImageSource:
-    """The archive of ``Data.name`` (found, or downloaded with ``Data.download``), read into memory."""
+    """The archive of ``Data.name`` (found, or downloaded when ``Data.download``), read into memory."""
     name = cfg["Data"]["name"]
     return _read_cifar(_cifar_path(cfg, CIFAR[name]), name)

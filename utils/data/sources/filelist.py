@@ -2,6 +2,9 @@
 
 ``Data.train_list`` (required) and ``Data.val_list`` (optional); ``Data.label_file`` (optional) holds
 one class name per line or ``id name`` per line. Without a label file, classes are named by id.
+The default names are PaddleClas's and PaddleX 2's (``train_list.txt``, ``val_list.txt``,
+``labels.txt``); when such a file is missing, PaddleX 3's name for it (``train.txt``, ``val.txt``,
+``label.txt``, its ClsDataset layout) is read instead.
 """
 from __future__ import annotations
 
@@ -15,6 +18,18 @@ from utils.data.storage import image_store
 from utils.errors import DataError
 
 _ID_NAME = re.compile(r"^(\d+)\s+(\S.*)$")
+# Data.* key -> (its default, PaddleClas / PaddleX 2 name; PaddleX 3's name for the same file)
+PADDLEX3_NAMES = {"train_list": ("train_list.txt", "train.txt"), "val_list": ("val_list.txt", "val.txt"),
+                  "label_file": ("labels.txt", "label.txt")}
+
+
+def list_path(root: str, dc: dict, key: str) -> str:
+    """``root/Data.<key>``; at the default name with no such file, PaddleX 3's name when that exists."""
+    path = os.path.join(root, dc[key])
+    default, paddlex3 = PADDLEX3_NAMES[key]
+    if dc[key] == default and not os.path.isfile(path) and os.path.isfile(os.path.join(root, paddlex3)):
+        return os.path.join(root, paddlex3)
+    return path
 
 
 def _read_label_file(path):
@@ -75,14 +90,16 @@ def load_filelist(cfg: dict) -> ImageSource:
     """The images of the train (and val) list, with the label file's class names."""
     root = require_data_dir(cfg)
     dc = cfg["Data"]
-    train_list = os.path.join(root, dc["train_list"])
+    train_list = list_path(root, dc, "train_list")
     if not os.path.isfile(train_list):
-        raise DataError(f"train list not found: {train_list} (Data.train_list, relative to Data.data_dir)")
+        also = (f" nor {PADDLEX3_NAMES['train_list'][1]} (PaddleX 3)"
+                if dc["train_list"] == PADDLEX3_NAMES["train_list"][0] else "")
+        raise DataError(f"train list not found: {train_list}{also} (Data.train_list, relative to Data.data_dir)")
     lists = {"train": (train_list, _read_list(train_list, root, "Data.train_list"))}
-    val_list = os.path.join(root, dc["val_list"])
+    val_list = list_path(root, dc, "val_list")
     if os.path.isfile(val_list):
         lists["val"] = (val_list, _read_list(val_list, root, "Data.val_list"))
-    label_file = os.path.join(root, dc["label_file"]) if dc["label_file"] else None
+    label_file = list_path(root, dc, "label_file") if dc["label_file"] else None
     if label_file and os.path.isfile(label_file):
         names = _read_label_file(label_file)
         limit, source = len(names), f"{len(names)} classes in {label_file}"
