@@ -146,9 +146,27 @@ def serve_and_stop(proc, port: int) -> bool:
                 answered = r.status == 204  # VisualDL's health check
         except OSError:
             time.sleep(0.5)
-    proc.terminate()
-    proc.wait(timeout=30)
-    return answered
+    # shell=True: the server is the shell's child; stop the whole session, not just the shell
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+        deadline = time.time() + 30
+        while port_open(port) and time.time() < deadline:
+            time.sleep(0.5)
+    finally:
+        if port_open(port) or proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    return answered and not port_open(port)
+
+
+def port_open(port: int) -> bool:
+    """True while something accepts connections on 127.0.0.1:``port``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def run_one(cmd: str, comment: str, project, env) -> tuple[int | bool, str]:
