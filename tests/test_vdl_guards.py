@@ -7,14 +7,7 @@ import os
 import numpy as np
 import pytest
 
-BASE = """\
-Global: {epochs: 1, verbose: 0, print_flops: false}
-Arch: {name: mlp, hidden: [16]}
-Data: {name: digits, val_split: 0.2}
-DataLoader: {batch_size: 64}
-VisualDL: {enable: false}
-Doctor: {enable: false}
-"""
+from tests.test_malformed import BASE  # the smallest digits config the corpus starts from
 
 
 def vdl_logger(tmp_path, **kw):

@@ -30,7 +30,7 @@ import yaml
 
 from utils.errors import UserError
 from utils.training.addon import TrainRun
-from utils.training.files import save_json
+from utils.training.files import pid_alive, save_json, strict_json
 
 LOCK = ".lock"
 
@@ -84,16 +84,6 @@ def new_run_dir(cfg: dict) -> str:
     raise UserError(f"{parent}: 999 runs started in the same second; set -o Global.run_name")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's live process
-    return True
-
-
 class RunLock:
     """``<run>/.lock`` held by this process while it writes the run directory."""
 
@@ -118,7 +108,7 @@ class RunLock:
                     raise UserError(f"{os.path.dirname(self.path)} is locked by process {owner.get('pid')} on "
                                     f"{owner.get('host')} (since {owner.get('started')}): if that run is no longer "
                                     f"alive, delete {self.path}") from None
-                if owner is not None and _alive(int(owner.get("pid", -1))):
+                if owner is not None and pid_alive(int(owner.get("pid", -1))):
                     raise UserError(f"{os.path.dirname(self.path)} is in use by process {owner['pid']} "
                                     f"(started {owner.get('started')}): wait for it to end or stop it; two "
                                     f"processes writing one run would tear its checkpoints") from None
@@ -230,10 +220,8 @@ def write_metrics(run: TrainRun, status: str = "running", metrics: dict | None =
     Strict JSON: a NaN or infinite value is written as null, and ``non_finite`` lists where.
     """
     metrics = metrics if metrics is not None else run_metrics(run, status)
-    path = os.path.join(run.run_dir, "metrics.json")
-    nulled = save_json(metrics, path)
-    if nulled:
-        save_json({**metrics, "non_finite": nulled}, path)
+    nulled = strict_json(metrics)[1]
+    save_json({**metrics, "non_finite": nulled} if nulled else metrics, os.path.join(run.run_dir, "metrics.json"))
 
 
 def close_on_error(run: TrainRun, error: BaseException) -> None:

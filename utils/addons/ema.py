@@ -39,14 +39,9 @@ from utils.training.addon import AddOn, TrainRun
 from utils.training.callbacks import BestTracker, Progress, metric_value
 from utils.training.checkpoint import CheckpointStore, load_state, verify
 from utils.training.checkpointer import Checkpointer
-from utils.training.ranks import average_tensors, changing_tensors, is_distributed
+from utils.training.ranks import average_tensors, changing_tensors, is_distributed, is_float
 
-_FLOATS = ("float16", "bfloat16", "float32", "float64")
 NOT_METRICS = ("epoch", "step", "samples", "eval_time")
-
-
-def _is_float(t: paddle.Tensor) -> bool:
-    return str(t.dtype).split(".")[-1] in _FLOATS
 
 
 def warmup_decay(decay: float, n: int, warmup: bool = True) -> float:
@@ -70,7 +65,7 @@ class ModelEMA:
         self.updates = 0
         with paddle.no_grad():
             self.shadow = {k: t.detach().astype("float32").clone()
-                           for k, t in network.state_dict().items() if _is_float(t)}
+                           for k, t in network.state_dict().items() if is_float(t)}
 
     def current_decay(self) -> float:
         """Decay the next update will use."""

@@ -135,6 +135,11 @@ def on_main(fn: Callable[[], Any]) -> Any:
 _FLOATS = ("float16", "bfloat16", "float32", "float64")
 
 
+def is_float(t: paddle.Tensor) -> bool:
+    """True for a floating-point tensor (what averages and all-reduces apply to)."""
+    return str(t.dtype).split(".")[-1] in _FLOATS
+
+
 def changing_tensors(network: paddle.nn.Layer) -> list[paddle.Tensor]:
     """The floating tensors that change in training without a gradient: running statistics and buffers.
 
@@ -143,7 +148,7 @@ def changing_tensors(network: paddle.nn.Layer) -> list[paddle.Tensor]:
     out = running_stats(network)
     seen = {id(t) for t in out}
     out += [b for b in network.buffers() if b is not None and id(b) not in seen]
-    return [t for t in out if str(t.dtype).split(".")[-1] in _FLOATS]
+    return [t for t in out if is_float(t)]
 
 
 def average_buffers(network: paddle.nn.Layer) -> None:
