@@ -35,6 +35,17 @@ def apply_init(model: nn.Layer, scheme: str = "default", std: float = 0.02) -> n
     return model
 
 
+def data_init_layers(model: nn.Layer) -> list[nn.Layer]:
+    """Sublayers whose weights come from the training data (they define ``init_from_data(images)``).
+
+    The caller (the trainer, at the start of a run, before pretrained weights or a checkpoint are
+    loaded over them) passes a sample of training images as the model sees them: float32
+    [N, C, H, W], normalized, not augmented.
+    """
+    return [layer for layer in model.sublayers(include_self=True)
+            if callable(getattr(layer, "init_from_data", None))]
+
+
 def count_params(model: nn.Layer) -> tuple[int, int]:
     """(total, trainable) parameter counts."""
     total = sum(int(p.numel()) for p in model.parameters())

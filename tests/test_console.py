@@ -2,9 +2,12 @@
 import os
 import time
 
+import paddle
+
 from utils.config import load_config
 from utils.training.callbacks import Progress
 from utils.training.console import ConsoleLogger, RunLog, hms
+from utils.training.evaluate import LastEval
 
 WALL = 1_700_000_000.0
 STAMP = "[" + time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(WALL)) + "] "
@@ -145,6 +148,82 @@ def test_eval_announces_itself_when_it_may_be_slow():
     log.on_eval_end({"loss": 1.0, "epoch": 1, "step": 0, "eval_time": 30.0})
     evaluate()
     assert len(lines) == 4 and lines[3].endswith("evaluating 5,000 samples ...")
+
+
+class SlowNet(paddle.nn.Layer):
+    """Every forward pass takes ``costs[i]`` seconds of the scripted clock (the last one repeats)."""
+
+    def __init__(self, clock, costs):
+        super().__init__()
+        self.clock, self.costs, self.calls = clock, list(costs), 0
+
+    def forward(self, x):
+        self.clock.advance(self.costs[min(self.calls, len(self.costs) - 1)])
+        self.calls += 1
+        return paddle.zeros([x.shape[0], 3])
+
+
+def slow_eval(clock, batches, costs, batch=32, tta="none"):
+    data = [(paddle.zeros([batch, 1, 4, 4]), paddle.zeros([batch], "int64")) for _ in range(batches)]
+    return LastEval(SlowNet(clock, costs), data, tta=tta)
+
+
+def progress_lines(lines):
+    return [line[len(STAMP):] for line in lines if "[Iter" in line]
+
+
+def test_a_long_evaluation_prints_progress_every_5_s_with_its_eta(tmp_path):
+    log, p, clock, lines = scripted(total_epochs=2, steps=4, log_every=2)
+    log.print = RunLog(lines.append, lambda: str(tmp_path))  # train.log gets them as every other line
+    begin_epoch(log, p)
+    ev = slow_eval(clock, 20, [1.0])
+    evaluate = log.announce(ev, 640, ev)
+    assert evaluate()["samples"] == 640
+    # 1 s a batch of 32: a line at 5, 10 and 15 s; none at the last batch (the result line follows)
+    assert progress_lines(lines) == [
+        "[Eval][Epoch 1/2][Iter 5/20] batch_cost: 1.000s, ips: 32.0 samples/s, eta: 0:00:15",
+        "[Eval][Epoch 1/2][Iter 10/20] batch_cost: 1.000s, ips: 32.0 samples/s, eta: 0:00:10",
+        "[Eval][Epoch 1/2][Iter 15/20] batch_cost: 1.000s, ips: 32.0 samples/s, eta: 0:00:05"]
+    assert lines[0].endswith("evaluating 640 samples ...") and ev.on_batch is None
+    assert (tmp_path / "train.log").read_text().splitlines() == lines
+    # 0.41 s a batch: 12 batches are 4.92 s, so the first line comes after 13 (5.33 s), the next 13 later
+    log.last_eval_s = 1.0  # no announcement this time
+    lines.clear()
+    ev = slow_eval(clock, 30, [0.41])
+    log.announce(ev, 960, ev)()
+    assert progress_lines(lines) == [
+        "[Eval][Epoch 1/2][Iter 13/30] batch_cost: 0.410s, ips: 78.0 samples/s, eta: 0:00:07",
+        "[Eval][Epoch 1/2][Iter 26/30] batch_cost: 0.410s, ips: 78.0 samples/s, eta: 0:00:02"]
+    # uneven batches: the mean so far; at most one line per 5 s however the batches fall
+    lines.clear()
+    ev = slow_eval(clock, 10, [4.0, 6.0, 0.5, 0.5, 4.5, 0.1])  # batches end at 4, 10, 10.5, 11, 15.5, 15.6, ... s
+    log.announce(ev, 320, ev)()
+    assert progress_lines(lines) == [
+        "[Eval][Epoch 1/2][Iter 2/10] batch_cost: 5.000s, ips: 6.4 samples/s, eta: 0:00:40",
+        "[Eval][Epoch 1/2][Iter 5/10] batch_cost: 3.100s, ips: 10.3 samples/s, eta: 0:00:16"]
+
+
+def test_a_quick_evaluation_prints_no_progress_and_passes_restart_their_counts():
+    log, p, clock, lines = scripted(total_epochs=1, steps=4, log_every=2)
+    begin_epoch(log, p)
+    ev = slow_eval(clock, 5, [0.495], tta="flip")  # 2 forward passes a batch: 4.95 s
+    log.announce(ev, 160, ev)()
+    assert lines == [STAMP + "[Eval][Epoch 1/1] evaluating 160 samples with test-time augmentation flip ..."]
+    assert ev.network.calls == 10
+    ev = slow_eval(clock, 5, [1.0])  # the 5 s mark is the last batch: the result line follows at once
+    log.announce(ev, 160, ev)()
+    assert len(lines) == 2 and not progress_lines(lines)
+    # two passes in one evaluation (EMA: the averaged weights, then the raw ones), 6 batches of 1 s each
+    ev = slow_eval(clock, 6, [1.0])
+    log.announce(lambda: (ev(), ev())[1], 192, ev)()
+    assert progress_lines(lines) == [
+        "[Eval][Epoch 1/1][Iter 5/6] batch_cost: 1.000s, ips: 32.0 samples/s, eta: 0:00:01",
+        "[Eval][Epoch 1/1][Iter 4/6] batch_cost: 1.000s, ips: 32.0 samples/s, eta: 0:00:02"]
+    log.verbose = 0
+    lines.clear()
+    ev = slow_eval(clock, 20, [1.0])
+    log.announce(ev, 640, ev)()
+    assert lines == []
 
 
 def test_run_log_keeps_early_lines_and_appends(tmp_path):

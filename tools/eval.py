@@ -4,6 +4,7 @@
 validation split with the config it was trained with; ``--checkpoint latest``, ``--split test``.
 ``python tools/eval.py -c CONFIG -o Global.pretrained_model=WEIGHTS`` (PaddleClas's form) evaluates
 those weights with that config; the report goes beside the weights unless ``--json`` says where.
+``--tta flip`` (or ``flip_translate``) evaluates with test-time augmentation instead of the config's ``Eval.tta``.
 """
 import argparse
 import os
@@ -12,6 +13,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from utils.config import add_override_arg  # noqa: E402
+from utils.config.schema import TTA_MODES  # noqa: E402
 from utils.errors import UserError, run_tool  # noqa: E402
 from utils.runs import evaluate_run, format_report, open_run, open_weights  # noqa: E402  (no paddle import: open_run sets the threads first)
 
@@ -25,6 +27,8 @@ def parse_args(argv=None):
     p.add_argument("-c", "--config", help="config to use instead of the run's config.yml; without RUN, the config "
                    "to evaluate Global.pretrained_model with")
     add_override_arg(p)
+    p.add_argument("--tta", choices=TTA_MODES, help="test-time augmentation: none, flip (mean logits of the image and "
+                   "its mirror) or flip_translate (also 1-pixel shifts); default: the config's Eval.tta")
     p.add_argument("--json", metavar="PATH", help="where to write the report (default: RUN/eval_<split>.json)")
     return p.parse_args(argv)
 
@@ -42,7 +46,7 @@ def main(argv=None):
 
     from utils.training.files import save_json  # imports paddle: after the thread count is set
 
-    report = evaluate_run(run.cfg, run.checkpoint, args.split)
+    report = evaluate_run(run.cfg, run.checkpoint, args.split, args.tta)
     print(format_report(report))
     out = args.json or os.path.join(run.run_dir, f"eval_{args.split}.json")
     save_json(report, out)

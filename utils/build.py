@@ -12,6 +12,8 @@ import sys
 import warnings
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from utils.config import model_kwargs
 from utils.errors import UserError
 
@@ -90,3 +92,29 @@ def build_network(cfg: dict, bundle: DataBundle) -> paddle.nn.Layer:
     size = network_input_side(bundle)
     return build_model(a["name"], num_classes=bundle.num_classes, in_channels=bundle.in_channels,
                        image_size=size, init=a["init"], init_std=a["init_std"], **model_kwargs(cfg))
+
+
+# 5,000 images give 4.8M 2x2 patches at 32 x 32: the 12 x 12 covariance is settled to well under
+# 1% (a second draw of 5,000 moved the eigenvalues by < 0.5%), in under a second.
+DATA_INIT_SAMPLES = 5000
+
+
+def init_from_data(network: paddle.nn.Layer, bundle: DataBundle, seed: int = 0,
+                   samples: int = DATA_INIT_SAMPLES) -> int:
+    """Run ``init_from_data`` of every layer that has one on a sample of training images.
+
+    The images go through the evaluation pipeline (normalized, not augmented), as the model sees
+    them at test time. Returns the number of images used (0 when no layer asks).
+    """
+    from models.init import data_init_layers  # imports paddle: deferred until the thread count is set
+
+    layers = data_init_layers(network)
+    if not layers or bundle.train is None or bundle.eval_transform is None:
+        return 0
+    ds = bundle.train
+    n = min(samples, len(ds))
+    picked = np.sort(np.random.RandomState(seed).choice(len(ds), n, replace=False))
+    images = np.stack([bundle.eval_transform(ds.raw(int(i))[0]) for i in picked]).astype(np.float32)
+    for layer in layers:
+        layer.init_from_data(images)
+    return n

@@ -41,9 +41,10 @@ GUARDED_SECTIONS = ("Arch", "Optimizer", "LRScheduler", "Loss", "FineTune", "EMA
 GUARDED_KEYS = {
     "Global": ("seed", "task", "pretrained_model"),
     "Data": None,  # every key but the recorded ones below
-    "DataLoader": ("batch_size", "shuffle", "drop_last"),
+    "DataLoader": ("batch_size", "shuffle", "drop_last", "batched"),
     "Transforms": ("train", "eval"),
     "AMP": ("level",),
+    "Eval": ("tta",),  # best and early stopping compare evaluations: one kind of them per run
 }
 RECORDED = {("Data", "num_classes"), ("Data", "target_mean"), ("Data", "target_std"), ("Data", "download"),
             ("Data", "preload")}

@@ -139,24 +139,34 @@ def open_weights(config: str, overrides: Sequence[str] = ()) -> Run:
     return Run(run_dir=os.path.dirname(prefix) or ".", cfg=cfg, config_path=config, checkpoint=prefix)
 
 
-def evaluate_run(cfg: dict, checkpoint: str, split: str = "val") -> dict:
+def evaluate_run(cfg: dict, checkpoint: str, split: str = "val", tta: str | None = None) -> dict:
     """Evaluate a checkpoint on a split of the config's data; returns a JSON-able report.
 
     Args:
         cfg: the resolved config the checkpoint was trained with.
         checkpoint: checkpoint prefix (``.../best_model``).
         split: ``val``, ``test`` or ``train``.
+        tta: test-time augmentation (``--tta``); None = the config's ``Eval.tta``. The report's
+            ``tta`` says which one ran.
+
+    Raises:
+        ConfigError: a TTA other than none for a regression run or non-image inputs.
     """
     from utils.data import build_datasets, build_eval_loader  # imports paddle: deferred until the thread count is set
     from utils.training.checkpoint import load_weights  # imports paddle: deferred until the thread count is set
     from utils.training.evaluate import (  # imports paddle: deferred until the thread count is set
         RegressionMetrics,
+        check_tta,
         confusion_matrix,
+        first_input_shape,
         per_class_accuracy,
         predict,
         summarize,
     )
 
+    where = f"--tta {tta}" if tta else "Eval.tta"
+    tta = tta or cfg["Eval"]["tta"]
+    check_tta(tta, cfg["Global"]["task"] == "regression", where=where)  # before the data is read
     bundle = build_datasets(cfg)
     dataset = {"val": bundle.val, "test": bundle.test, "train": bundle.train}.get(split)
     if dataset is None:
@@ -164,13 +174,15 @@ def evaluate_run(cfg: dict, checkpoint: str, split: str = "val") -> dict:
                         f"({cfg['Data']['name']} has: " + ", ".join(s for s in ("train", "val", "test") if getattr(bundle, s) is not None) + ")")
     network = build_network(cfg, bundle)
     load_weights(network, checkpoint)
-    logits, labels = predict(network, build_eval_loader(cfg, dataset))
+    loader = build_eval_loader(cfg, dataset)
+    check_tta(tta, bundle.task == "regression", first_input_shape(loader) if tta != "none" else None, where)
+    logits, labels = predict(network, loader, tta)
     if bundle.task == "regression":
         metrics = RegressionMetrics.from_bundle(cfg, bundle)
         report = metrics(logits, labels)
         pred, true = metrics.denormalize(logits), metrics.denormalize(labels)
         err = pred - true
-        report.update(split=split, checkpoint=checkpoint, task="regression", loss_name=metrics.loss,
+        report.update(split=split, checkpoint=checkpoint, task="regression", tta=tta, loss_name=metrics.loss,
                       target_mean=bundle.target_mean, target_std=bundle.target_std,
                       target_range=[float(true.min()), float(true.max())] if len(true) else None,
                       r2=float(1 - (err ** 2).sum() / max(((true - true.mean()) ** 2).sum(), 1e-12)) if len(true) else None,
@@ -181,7 +193,7 @@ def evaluate_run(cfg: dict, checkpoint: str, split: str = "val") -> dict:
     report = summarize(logits, labels, topk, cfg["Loss"]["label_smoothing"])
     cm = confusion_matrix(logits, labels, bundle.num_classes)
     names = list(bundle.class_names)
-    report.update(split=split, checkpoint=checkpoint,
+    report.update(split=split, checkpoint=checkpoint, tta=tta,
                   per_class_accuracy={n: (None if np.isnan(a) else float(a)) for n, a in zip(names, per_class_accuracy(cm))},
                   confusion_matrix=cm.tolist(), class_names=names)
     return report
@@ -204,7 +216,8 @@ def format_report(report: dict) -> str:
     names = report["class_names"]
     w = max(8, max(len(n) for n in names))
     lines = [f"{report['split']} split, {report['samples']} images, checkpoint {report['checkpoint']}",
-             "  ".join(f"{k} {v:.4f}" for k, v in report.items() if k == "loss" or k.startswith("acc")), "",
+             "  ".join(f"{k} {v:.4f}" for k, v in report.items() if k == "loss" or k.startswith("acc"))
+             + f"  (test-time augmentation: {report.get('tta', 'none')})", "",
              f"{'class':<{w}}  accuracy"]
     for n in names:
         a = report["per_class_accuracy"][n]

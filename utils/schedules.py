@@ -140,15 +140,20 @@ def polynomial(sch: Any, s: int) -> float:
 
 @register_schedule("onecycle", _check_onecycle)
 def onecycle(sch: Any, s: int) -> float:
-    """Cosine rise from lr/div_factor to lr over pct_start of the run, cosine fall to end_lr
-    (Paddle's OneCycleLR anneal_strategy='cos', two phases); the peak is at s = pct_start*T."""
+    """Rise from lr/div_factor to lr over pct_start of the run, fall to end_lr (Paddle's OneCycleLR,
+    two phases); ``anneal_strategy`` cos (default) or linear shapes both; the peak is at s = pct_start*T."""
     T = sch.main_steps
     peak, start, end = sch.base_lr, sch.base_lr / sch.p["div_factor"], sch.p["end_lr"]
     up = sch.p["pct_start"] * T
     s = min(s, T)
+    linear = sch.p.get("anneal_strategy", "cos") == "linear"
+
+    def ramp(a: float, b: float, frac: float) -> float:
+        return a + (b - a) * (frac if linear else (1.0 - math.cos(math.pi * frac)) / 2.0)
+
     if s <= up:
-        return start + (peak - start) * (1.0 - math.cos(math.pi * s / up)) / 2.0
-    return end + (peak - end) * (1.0 + math.cos(math.pi * (s - up) / (T - up))) / 2.0
+        return ramp(start, peak, s / up if up > 0 else 1.0)
+    return ramp(peak, end, (s - up) / (T - up))
 
 
 @register_schedule("plateau", _check_plateau)

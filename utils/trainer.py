@@ -23,7 +23,7 @@ from utils.addons.amp import MixedPrecision
 from utils.addons.distributed import DataParallel
 from utils.addons.ema import WeightAverage
 from utils.addons.finetune import FineTune
-from utils.build import build_network, network_input_side, select_device, topk_for
+from utils.build import build_network, init_from_data, network_input_side, select_device, topk_for
 from utils.config import dump_config
 from utils.data import build_datasets, build_loaders
 from utils.doctor.addon import DoctorAddOn
@@ -55,6 +55,7 @@ from utils.training.console import ConsoleLogger, RunLog
 from utils.training.evaluate import LastEval, RegressionMetrics
 from utils.training.losses import build_loss
 from utils.training.optim import build_lr_scheduler, build_optimizer, current_lr, schedule_warnings
+from utils.training.param_groups import apply_param_groups
 from utils.training.vdl import build_logger
 from utils.training.vdl_log import open_writer
 
@@ -193,6 +194,12 @@ def build_model(run: TrainRun, addons: list[AddOn]) -> None:
     """The network of ``Arch``; add-ons adjust it (pretrained weights, freezing); one summary line."""
     g, bundle = run.cfg["Global"], run.bundle
     run.network = build_network(run.cfg, bundle)
+    if not run.resume and (n := init_from_data(run.network, bundle, g["seed"])):  # a checkpoint replaces it
+        run.print_fn(f"initialised the data-dependent layers from {n} training images")
+    o = run.cfg["Optimizer"]  # before the add-ons: a fine-tuning plan multiplies these LR multipliers
+    for line in apply_param_groups(run.network, o["param_groups"], o["weight_decay"], o["regularizer"],
+                                   decoupled=o["name"] == "AdamW"):
+        run.print_fn(line)
     for a in addons:
         a.setup(run)
     side = network_input_side(bundle)
@@ -274,10 +281,11 @@ def assemble_callbacks(run: TrainRun, addons: list[AddOn], extra: Iterable = ())
         vdl = cfg["VisualDL"]
         logits = vdl["enable"] and bool(vdl["sample_images"] or vdl["confidence_histogram"] or vdl["pr_curves"])
         run.eval_source = ranks.ShardedEval(run.network, run.val_loader, topk, cfg["Loss"]["label_smoothing"],
-                                            keep_logits=logits)
+                                            keep_logits=logits, tta=cfg["Eval"]["tta"])
     else:
         regression = RegressionMetrics.from_bundle(cfg, run.bundle) if run.bundle.task == "regression" else None
-        run.eval_source = LastEval(run.network, run.val_loader, topk, cfg["Loss"]["label_smoothing"], regression=regression)
+        run.eval_source = LastEval(run.network, run.val_loader, topk, cfg["Loss"]["label_smoothing"], regression=regression,
+                                   tta=cfg["Eval"]["tta"])
     run.eval_fn = run.eval_source
     lr_fn = lambda: current_lr(run.optimizer)  # noqa: E731
     logger = []
@@ -305,7 +313,7 @@ def assemble_callbacks(run: TrainRun, addons: list[AddOn], extra: Iterable = ())
     console = ConsoleLogger(progress, lr_fn, g["log_every_iters"], g["verbose"], run.print_fn, es["monitor"],
                             best_fn=lambda: run.checkpointer.best_metrics)
     if run.val_loader is not None:  # a long evaluation says it started
-        run.eval_fn = console.announce(run.eval_fn, len(run.bundle.val))
+        run.eval_fn = console.announce(run.eval_fn, len(run.bundle.val), run.eval_source)  # + progress lines
     listeners = [cb.LRStepper(run.scheduler), *([stopper] if es["enable"] else []), run.checkpointer, console,
                  *logger, *slots["listen"], *extra,
                  *([cb.OnEval(lambda logs: write_metrics(run, "running"))] if run.main else [])]
@@ -316,7 +324,8 @@ def assemble_callbacks(run: TrainRun, addons: list[AddOn], extra: Iterable = ())
         evaluator.load_state_dict(run.state["evaluation"])
     # Without a val set the listeners still get their training hooks; nothing calls on_eval_end.
     evaluation = [evaluator] if run.val_loader is not None else []
-    callbacks = [progress, *slots["first"], nan_guard, *slots["step"], *evaluation, *listeners,
+    epoch_aware = [cb.SetEpoch(progress, run.train_loader)] if hasattr(run.train_loader, "set_epoch") else []
+    callbacks = [progress, *epoch_aware, *slots["first"], nan_guard, *slots["step"], *evaluation, *listeners,
                  paddle.callbacks.LRScheduler(by_step=False, by_epoch=False), *slots["last"]]
     return callbacks
 

@@ -9,92 +9,14 @@ these rely on is listed in ``utils/addons/finetune.py``.
 """
 from __future__ import annotations
 
-import fnmatch
-import re
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import paddle
 import paddle.nn as nn
 
 from models.init import running_stats
-from utils.errors import ConfigError, did_you_mean
-
-REGEX_PREFIX = "re:"
-
-
-# ----------------------------------------------------------------------------- patterns
-
-def compile_pattern(pattern: str, key: str = "FineTune") -> Callable[[str], bool]:
-    """A predicate on parameter names for one pattern (see the module docstring)."""
-    if not isinstance(pattern, str) or not pattern:
-        raise ConfigError(f"{key}: patterns are non-empty strings, got {pattern!r}")
-    if pattern.startswith(REGEX_PREFIX):
-        try:
-            rx = re.compile(pattern[len(REGEX_PREFIX):])
-        except re.error as e:
-            raise ConfigError(f"{key}: bad regular expression {pattern!r}: {e}") from None
-        return lambda name: rx.search(name) is not None
-    if any(ch in pattern for ch in "*?["):
-        return lambda name: fnmatch.fnmatchcase(name, pattern)
-    return lambda name: name == pattern or name.startswith(pattern + ".")
-
-
-def _layers_of(names: Iterable[str]) -> list[str]:
-    tops = []
-    for n in names:
-        top = n.split(".", 1)[0]
-        if top not in tops:
-            tops.append(top)
-    return tops
-
-
-def _no_match(key: str, pattern: str, names: Sequence[str], why: str = "matches no parameter") -> ConfigError:
-    tops = _layers_of(names)
-    hint = did_you_mean(pattern, tops + list(names))
-    some = ", ".join(list(names)[:4])
-    return ConfigError(f"{key}: pattern {pattern!r} {why}{hint}; top-level layers: {', '.join(tops)}; "
-                       f"parameters look like {some}, ... ({len(names)} in all)")
-
-
-def select(patterns: str | Iterable[str] | None, names: Sequence[str], key: str) -> list[str]:
-    """Names matched by any of ``patterns``, in model order; a pattern matching nothing is a ConfigError."""
-    if isinstance(patterns, str):
-        patterns = [patterns]
-    chosen = set()
-    for pat in patterns or ():
-        pred = compile_pattern(pat, key)
-        hit = [n for n in names if pred(n)]
-        if not hit:
-            raise _no_match(key, pat, names)
-        chosen.update(hit)
-    return [n for n in names if n in chosen]
-
-
-def resolve_lr_mult(mapping: dict | None, names: Sequence[str], key: str = "FineTune.lr_mult") -> dict[str, float]:
-    """{name: multiplier} from ``{pattern: multiplier}``; the first pattern (in the order written) wins.
-
-    A pattern that matches nothing, or only names earlier patterns already took, is a ConfigError.
-    """
-    if mapping is None:
-        return {}
-    if not isinstance(mapping, dict):
-        raise ConfigError(f"{key}: expected a mapping {{pattern: multiplier}}, got {type(mapping).__name__}")
-    out = {}
-    for pat, m in mapping.items():
-        if isinstance(m, bool) or not isinstance(m, (int, float)) or m < 0:
-            raise ConfigError(f"{key}: the multiplier of {pat!r} must be a number >= 0, got {m!r}")
-        pred = compile_pattern(pat, key)
-        hit = [n for n in names if pred(n)]
-        if not hit:
-            raise _no_match(key, pat, names)
-        new = [n for n in hit if n not in out]
-        if not new:
-            raise _no_match(key, pat, names, why=f"only matches parameters that earlier patterns took "
-                                                 f"(first match wins: put {pat!r} before them)")
-        for n in new:
-            out[n] = float(m)
-    return out
-
+from utils.config.patterns import compile_pattern, resolve_lr_mult, select  # noqa: F401  (shared with Optimizer.param_groups)
+from utils.errors import ConfigError
 
 # ----------------------------------------------------------------------------- the model's parameters
 

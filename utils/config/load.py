@@ -222,6 +222,9 @@ def check_task(cfg: dict, explicit: Container[str] = (), origin: dict[str, str] 
     if not regression and data in REGRESSION_DATASETS:
         fail("Data.name", f"{data!r} is a regression dataset (one real-valued target) but Global.task is "
                           f"classification: set Global.task: regression")
+    if regression and cfg.get("Eval", {}).get("tta", "none") != "none":
+        fail("Eval.tta", f"{cfg['Eval']['tta']!r} flips and shifts images; a regression table has none: "
+                         f"set Eval.tta: none")
     if regression and "Loss.name" not in explicit:
         cfg["Loss"]["name"] = "mse"
     loss = cfg["Loss"]["name"]

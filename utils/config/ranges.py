@@ -15,6 +15,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Any
 
+from utils.config.patterns import check_param_groups
 from utils.data.registry import MAX_CLASSES
 from utils.errors import ConfigError
 from utils.schedules import get_schedule
@@ -144,6 +145,7 @@ def check_values(cfg: dict, origin: dict[str, str]) -> None:
         if isinstance(m, bool) or not isinstance(m, numbers.Real):
             raise ConfigError(f"{where('FineTune.lr_mult')}.{pat}: the multiplier must be a number >= 0, got {m!r}")
         check_number(m, f"{where('FineTune.lr_mult')}.{pat}", NON_NEGATIVE)
+    check_param_groups(cfg["Optimizer"]["param_groups"], where("Optimizer.param_groups"))
     schedule = get_schedule(cfg["LRScheduler"]["name"])
     if schedule.check is not None:
         try:

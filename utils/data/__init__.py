@@ -11,6 +11,8 @@ names them. Where the rest lives:
   decisions; :mod:`~utils.data.tabular` for regression tables; :mod:`~utils.data.bundle` the result.
 * :mod:`~utils.data.splits`, :mod:`~utils.data.stats`: val carves and shards, mean/std.
 * :mod:`~utils.data.datasets`, :mod:`~utils.data.loader`: the dataset classes and the loaders.
+* :mod:`~utils.data.batched`: the batched in-memory loader (``DataLoader.batched``) and its batch ops;
+  :mod:`~utils.data.cache`: the decoded-image cache of folder data under it.
 
 Decisions of the image sources (documented for users in the config help):
 
@@ -28,8 +30,10 @@ so importing this package, as the config and the tools do before setting the thr
 does not import paddle.
 """
 from utils.data import sources  # noqa: F401  (registers the dataset sources)
+from utils.data.batched import BATCH_OPS, EVAL_OPS, BatchedLoader, BatchPipeline
 from utils.data.build import build_datasets
 from utils.data.bundle import DataBundle
+from utils.data.cache import cached_image_store
 from utils.data.registry import ImageSource, TableSource, dataset_source, dataset_task, list_datasets, register_dataset
 from utils.data.sources.cifar import CIFAR, CIFAR10_NAMES
 from utils.data.splits import random_split, shard_range, stratified_split, stratified_subsample
@@ -47,6 +51,7 @@ from utils.data.storage import (
 )
 
 __all__ = [
+    "BATCH_OPS", "EVAL_OPS", "BatchPipeline", "BatchedLoader", "cached_image_store",
     "CIFAR", "CIFAR10_NAMES", "GRAY_MODES", "HEADER_SCAN_LIMIT", "IMAGE_EXTS", "MEAN_STD_MAX_SAMPLES",
     "PRELOAD_LIMIT_BYTES", "ArrayStore", "DataBundle", "DataLoader", "FileStore", "ImageDataset", "ImageSource",
     "ListStore", "TableSource", "TabularDataset", "build_datasets", "build_eval_loader", "build_loaders",

@@ -19,6 +19,7 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*ccache.*")  # Paddle's import-time notice
     import paddle
 
+from utils.data.batched import BatchedLoader, batched_loader, refuse_alternate
 from utils.data.splits import shard_range
 from utils.errors import ConfigError, UserError
 
@@ -129,7 +130,8 @@ def _loader(dataset, batch_size, shuffle, drop_last, lc, batch_sampler=None):
                       return_list=True)
 
 
-def build_loaders(cfg: dict, bundle: DataBundle, rank: int = 0, world: int = 1) -> tuple[DataLoader, DataLoader | None]:
+def build_loaders(cfg: dict, bundle: DataBundle, rank: int = 0,
+                  world: int = 1) -> tuple[DataLoader | BatchedLoader, DataLoader | BatchedLoader | None]:
     """(train_loader, val_loader) over ``bundle``; val_loader is None when there is no val split.
 
     Shuffling uses Paddle's RandomSampler, which draws from ``np.random``; workers are seeded
@@ -143,6 +145,9 @@ def build_loaders(cfg: dict, bundle: DataBundle, rank: int = 0, world: int = 1) 
     shuffles with its own ``RandomState(epoch)``: the trainer sets that epoch, see
     ``utils.addons.distributed.EpochShuffle``). The val loader covers this rank's contiguous block of the
     validation set (:func:`~utils.data.splits.shard_range`; no padding, so no sample is counted twice).
+
+    ``DataLoader.batched``: :class:`~utils.data.batched.BatchedLoader` for train and val instead (one
+    process only: data parallel is a ConfigError; the training loop calls its ``set_epoch``).
     """
     lc = cfg["DataLoader"]
     _check_loader_cfg(lc)
@@ -151,6 +156,15 @@ def build_loaders(cfg: dict, bundle: DataBundle, rank: int = 0, world: int = 1) 
         shard = f" per process ({world} processes)" if world > 1 else ""
         raise ConfigError(f"DataLoader.drop_last with batch_size {lc['batch_size']} and {per_rank} "
                           f"training samples{shard} gives no batch: lower batch_size or set drop_last false")
+    if lc.get("batched"):
+        if world > 1:
+            raise ConfigError(f"DataLoader.batched does not support data parallel yet ({world} processes): "
+                              f"set -o DataLoader.batched=false, or train in one process")
+        train = batched_loader(bundle.train, lc["batch_size"], True, lc["shuffle"], lc["drop_last"],
+                               cfg["Global"]["seed"])
+        val = None if bundle.val is None else build_eval_loader(cfg, bundle.val)
+        return train, val
+    refuse_alternate(getattr(bundle.train, "transform", None))
     if world > 1:
         sampler = paddle.io.DistributedBatchSampler(bundle.train, batch_size=lc["batch_size"], num_replicas=world,
                                                     rank=rank, shuffle=lc["shuffle"], drop_last=lc["drop_last"])
@@ -167,8 +181,12 @@ def build_loaders(cfg: dict, bundle: DataBundle, rank: int = 0, world: int = 1) 
     return train, val
 
 
-def build_eval_loader(cfg: dict, dataset: paddle.io.Dataset) -> DataLoader:
-    """An ordered, complete loader over ``dataset`` with ``DataLoader.eval_batch_size``."""
+def build_eval_loader(cfg: dict, dataset: paddle.io.Dataset) -> DataLoader | BatchedLoader:
+    """An ordered, complete loader over ``dataset`` with ``DataLoader.eval_batch_size`` (batched when
+    ``DataLoader.batched``)."""
     lc = cfg["DataLoader"]
     _check_loader_cfg(lc)
+    if lc.get("batched"):
+        return batched_loader(dataset, lc["eval_batch_size"], False)
+    refuse_alternate(getattr(dataset, "transform", None))
     return _loader(dataset, lc["eval_batch_size"], False, False, lc)

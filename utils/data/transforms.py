@@ -9,7 +9,9 @@ A config lists ops in order, each as ``{OpName: {param: value}}`` (or a bare ``O
         - Normalize: {}
 
 Ops for photos: ``RandomResizedCrop``, ``ColorJitter``, ``RandomRotation``, ``RandomErasing``,
-``RandomGrayscale`` and ``RandomVerticalFlip`` beside the crops, flips and resizes of small images.
+``RandomGrayscale`` and ``RandomVerticalFlip`` beside the crops, flips, ``Cutout`` and resizes of small images.
+With ``DataLoader.batched: true`` the same lists run as whole-batch numpy functions
+(:mod:`utils.data.batched`), which support a subset of the ops.
 
 Ops take and return one image as an HWC ``uint8`` numpy array (grayscale images are
 H x W x 1). They use only numpy and PIL (no OpenCV) and draw their randomness from the
@@ -55,29 +57,49 @@ def _as_gray_pil(img):
     return Image.fromarray(img[:, :, 0] if img.shape[2] == 1 else img)
 
 
+PADDING_MODES = ("constant", "reflect", "edge", "symmetric")  # numpy.pad's names, as Paddle's RandomCrop
+FLIP_MODES = ("random", "alternate")
+
+
 @register_op
 class RandomCrop:
-    """Crop a random size x size window after zero-padding each border by `padding` pixels."""
+    """Crop a random size x size window after padding each border by `padding` pixels (padding_mode: constant = zeros, reflect, edge, symmetric)."""
 
-    def __init__(self, size: int | list[int], padding: int = 0, where: str = "RandomCrop") -> None:
+    def __init__(self, size: int | list[int], padding: int = 0, padding_mode: str = "constant",
+                 where: str = "RandomCrop") -> None:
         self.size = _size2(size, where)
         if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
             raise ConfigError(f"{where}: padding must be an int >= 0, got {padding!r}")
+        if padding_mode not in PADDING_MODES:
+            raise ConfigError(f"{where}: padding_mode must be one of {', '.join(PADDING_MODES)}, got {padding_mode!r}")
         self.padding = padding
+        self.padding_mode = padding_mode
         self.where = where
 
-    def __call__(self, img: np.ndarray) -> np.ndarray:
-        h, w = img.shape[:2]
+    def check(self, h: int, w: int) -> None:
+        """ConfigError when the window does not fit the padded h x w image or reflect padding exceeds it."""
         th, tw = self.size
         p = self.padding
         if th > h + 2 * p or tw > w + 2 * p:
             raise ConfigError(f"{self.where}: crop {th}x{tw} is larger than the padded image "
                               f"{h + 2 * p}x{w + 2 * p} (image {h}x{w}, padding {p}); lower size or raise padding")
+        if self.padding_mode == "reflect" and p >= min(h, w):
+            raise ConfigError(f"{self.where}: reflect padding {p} needs images larger than {p} pixels "
+                              f"(image {h}x{w}); lower padding or use padding_mode constant")
+
+    def __call__(self, img: np.ndarray) -> np.ndarray:
+        h, w = img.shape[:2]
+        th, tw = self.size
+        p = self.padding
+        self.check(h, w)
         # Offsets of the window in the padded image, drawn from the global numpy state.
         top = np.random.randint(0, h + 2 * p - th + 1) - p
         left = np.random.randint(0, w + 2 * p - tw + 1) - p
         if p == 0 or (top >= 0 and left >= 0 and top + th <= h and left + tw <= w):
             return img[top:top + th, left:left + tw]
+        if self.padding_mode != "constant":
+            padded = np.pad(img, ((p, p), (p, p), (0, 0)), mode=self.padding_mode)
+            return padded[top + p:top + p + th, left + p:left + p + tw]
         out = np.zeros((th, tw, img.shape[2]), dtype=img.dtype)
         y0, x0 = max(top, 0), max(left, 0)
         y1, x1 = min(top + th, h), min(left + tw, w)
@@ -87,14 +109,24 @@ class RandomCrop:
 
 @register_op
 class RandomHorizontalFlip:
-    """Mirror the image left-right with probability p."""
+    """Mirror the image left-right with probability p; mode alternate (DataLoader.batched only): each image flipped every other epoch."""
 
-    def __init__(self, p: float = 0.5, where: str = "RandomHorizontalFlip") -> None:
+    def __init__(self, p: float = 0.5, mode: str = "random", where: str = "RandomHorizontalFlip") -> None:
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
             raise ConfigError(f"{where}: p must be a probability in [0, 1], got {p!r}")
+        if mode not in FLIP_MODES:
+            raise ConfigError(f"{where}: mode must be one of {', '.join(FLIP_MODES)}, got {mode!r}")
+        if mode == "alternate" and p != 0.5:
+            raise ConfigError(f"{where}: mode alternate flips half of the images every epoch (p 0.5), got p {p!r}; "
+                              f"drop p or use mode random")
         self.p = float(p)
+        self.mode = mode
+        self.where = where
 
     def __call__(self, img: np.ndarray) -> np.ndarray:
+        # mode alternate needs the sample's position and the epoch, which only the batched loader
+        # knows (the per-sample loaders refuse it); a single image (previews, shape probes) gets
+        # a random flip, the same marginal distribution.
         if np.random.random() < self.p:
             return img[:, ::-1]
         return img
@@ -323,6 +355,34 @@ class RandomErasing:
                     out[top:top + eh, left:left + ew] = self.value
                 return out
         return img
+
+
+@register_op
+class Cutout:
+    """With probability p, set a random size x size square, wholly inside the image, to 0 (pixel value)."""
+
+    def __init__(self, size: int, p: float = 1.0, where: str = "Cutout") -> None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ConfigError(f"{where}: size must be a positive int (the side of the square), got {size!r}")
+        self.size = size
+        self.p = _prob(p, where)
+        self.where = where
+
+    def check(self, h: int, w: int) -> None:
+        """ConfigError when the square does not fit an h x w image."""
+        if self.size > min(h, w):
+            raise ConfigError(f"{self.where}: square {self.size}x{self.size} is larger than the image {h}x{w}; "
+                              f"lower size")
+
+    def __call__(self, img: np.ndarray) -> np.ndarray:
+        h, w = img.shape[:2]
+        self.check(h, w)
+        if np.random.random() >= self.p:
+            return img
+        top, left = np.random.randint(0, h - self.size + 1), np.random.randint(0, w - self.size + 1)
+        out = img.copy()
+        out[top:top + self.size, left:left + self.size] = 0
+        return out
 
 
 @register_op

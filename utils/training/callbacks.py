@@ -162,6 +162,22 @@ class PeriodicEval(Callback):
         self.history = list(state.get("history") or [])
 
 
+class SetEpoch(Callback):
+    """Tells an epoch-aware loader (``set_epoch``, e.g. the batched loader's alternating flip) which
+    epoch starts, from :class:`Progress` (so a resumed run gives the epoch it resumes, not 0).
+
+    Place it right after ``Progress``, which sets the epoch and reseeds in its own ``on_epoch_begin``.
+    """
+
+    def __init__(self, progress: Progress, loader: object) -> None:
+        super().__init__()
+        self.progress = progress
+        self.loader = loader
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.loader.set_epoch(self.progress.epoch)
+
+
 class OnEval(Callback):
     """Calls ``fn(logs)`` after each evaluation (a listener of :class:`PeriodicEval`)."""
 

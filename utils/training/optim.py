@@ -43,6 +43,7 @@ from paddle import nn
 
 from utils.errors import ConfigError
 from utils.schedules import get_schedule, require
+from utils.training.param_groups import decay_filter
 
 __all__ = ["ClosedFormLR", "build_lr_scheduler", "schedule_warnings", "build_optimizer", "current_lr"]
 
@@ -291,7 +292,71 @@ def schedule_warnings(cfg: dict, epochs: int) -> list[str]:
     if warm > 0 and s["warmup_start_lr"] > lr:
         out.append(f"LRScheduler.warmup_start_lr={s['warmup_start_lr']:g} > Optimizer.lr={lr:g}: warmup decreases "
                    "the LR; fix: -o LRScheduler.warmup_start_lr=0")
+    out += early_collapse_warning(cfg, epochs)
     return out
+
+
+# The LR curve is judged on this many steps per epoch (the real count is not known before the data
+# loads; the schedules are defined in epochs, so 100 resolves a step or milestone to 1% of an epoch).
+CURVE_STEPS_PER_EPOCH = 100
+# Under this fraction of its peak the LR barely moves the weights ...
+COLLAPSE_FRACTION = 0.01
+# ... and reaching it within this share of the run wastes the rest (the recipes end their decay at the end).
+COLLAPSE_BY = 0.10
+
+
+def _collapse_keys(name: str, s: dict) -> str:
+    """The LRScheduler keys that set how fast ``name`` decays, with their values."""
+    keys = {"step": ("step_size", "gamma"), "multistep": ("milestones", "gamma"), "exponential": ("gamma",),
+            "inverse_time": ("gamma",), "polynomial": ("power", "end_lr"), "onecycle": ("end_lr", "div_factor"),
+            "cosine": ("eta_min",)}.get(name, ())
+    return ", ".join(f"LRScheduler.{k}={s[k]}" for k in keys if k in s)
+
+
+def _collapse_fix(name: str, s: dict, main: float) -> str:
+    """An ``-o`` override that keeps the LR above 1% of its peak until the end of a ``main``-epoch schedule."""
+    if name == "exponential" and main > 0:
+        return f"-o LRScheduler.gamma={COLLAPSE_FRACTION ** (1 / main):.3g} (1% of the peak at the end)"
+    if name == "inverse_time" and main > 0:
+        return f"-o LRScheduler.gamma={(1 / COLLAPSE_FRACTION - 1) / main:.3g} (1% of the peak at the end)"
+    if name == "step":
+        return f"-o LRScheduler.step_size={_fits(main, 1 / 3)} -o LRScheduler.gamma=0.1"
+    if name == "multistep":
+        return f"-o LRScheduler.milestones=[{_fits(main, 0.5)},{_fits(main, 0.75)}] -o LRScheduler.gamma=0.1"
+    if name == "polynomial":
+        return "-o LRScheduler.power=1"
+    return "-o LRScheduler.name=cosine"
+
+
+def early_collapse_warning(cfg: dict, epochs: int) -> list[str]:
+    """A schedule that sends the LR under COLLAPSE_FRACTION of its peak before COLLAPSE_BY of the run: most of
+    the training would happen at a learning rate that changes nothing. Evaluates the closed-form curve
+    (:meth:`ClosedFormLR.lr_at`) over the run; plateau (driven by the metrics) is not judged."""
+    s = cfg["LRScheduler"]
+    if s["name"] == "plateau" or epochs < 1:
+        return []
+    try:
+        sch = build_lr_scheduler(cfg, CURVE_STEPS_PER_EPOCH, epochs)
+    except (ConfigError, ValueError):
+        return []  # an invalid schedule has its own error when training builds it
+    total = sch.total_steps
+    lrs = np.array([sch.lr_at(t) for t in range(total)], dtype=np.float64)
+    peak = float(lrs.max()) if total else 0.0
+    if peak <= 0:
+        return []
+    first_high = int(np.argmax(lrs >= 0.5 * peak))  # after warmup / onecycle's ramp: its low start is not a collapse
+    low = np.nonzero(lrs[first_high:] < COLLAPSE_FRACTION * peak)[0]
+    if not len(low):
+        return []
+    t = first_high + int(low[0])
+    if t >= COLLAPSE_BY * total:
+        return []
+    at_epoch = t / CURVE_STEPS_PER_EPOCH
+    keys = _collapse_keys(s["name"], s)
+    return [f"LRScheduler.name={s['name']}" + (f" with {keys}" if keys else "") +
+            f": the LR falls under {COLLAPSE_FRACTION:.0%} of its peak {peak:g} by epoch {at_epoch:.3g} of {epochs} "
+            f"({t / total:.0%} of the run), so the remaining epochs barely train; fix: "
+            f"{_collapse_fix(s['name'], s, epochs - s['warmup_epochs'])}"]
 
 
 # ----------------------------------------------------------------------------- optimizer
@@ -346,7 +411,7 @@ def build_optimizer(cfg: dict, parameters: Iterable[paddle.Tensor],
                                      weight_decay=reg, **common)
     if name == "AdamW":
         return paddle.optimizer.AdamW(beta1=o["beta1"], beta2=o["beta2"], epsilon=o["epsilon"],
-                                      weight_decay=wd, **common)
+                                      weight_decay=wd, apply_decay_param_fun=decay_filter(parameters), **common)
     if name == "RMSProp":
         return paddle.optimizer.RMSProp(rho=o["rho"], epsilon=o["epsilon"], momentum=o["momentum"],
                                         weight_decay=reg, **common)

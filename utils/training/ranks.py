@@ -233,18 +233,19 @@ class ShardedEval(LastEval):
     Every rank must call it (collectives). BatchNorm buffers are averaged first, so every rank
     evaluates the same network. With ``keep_logits`` (rank 0's VisualDL logger draws prediction
     images, confidence histograms and PR curves from them) the blocks' logits are gathered in
-    rank order, which is the validation set's order; ``logits`` stays None otherwise.
+    rank order, which is the validation set's order; ``logits`` stays None otherwise. ``tta``
+    (``Eval.tta``) applies on every rank, to its block.
     """
 
     def __init__(self, network: paddle.nn.Layer, loader: Iterable, topk: Iterable[int] = (1,), label_smoothing: float = 0.0,
-                 keep_logits: bool = False) -> None:
-        super().__init__(network, loader, topk, label_smoothing)
+                 keep_logits: bool = False, tta: str = "none") -> None:
+        super().__init__(network, loader, topk, label_smoothing, tta=tta)
         self.keep_logits = keep_logits
 
     def __call__(self) -> dict:
         """Every rank evaluates its block; returns the metrics of the whole validation set."""
         average_buffers(self.network)
-        logits, labels = predict(self.network, self.loader)
+        logits, labels = predict(self.network, self.loader, self.tta, self.on_batch)
         sums = all_reduce_sum(shard_sums(logits, labels, self.topk, self.label_smoothing))
         if self.keep_logits:
             parts = all_gather_object((logits, labels))

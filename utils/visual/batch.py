@@ -38,6 +38,8 @@ def training_batch(cfg: dict, epoch: int = 1) -> tuple[np.ndarray, np.ndarray, D
     bundle = build_datasets(cfg)
     loader, _ = build_loaders(cfg, bundle)
     seed_everything(cfg["Global"]["seed"] + epoch - 1)
+    if hasattr(loader, "set_epoch"):  # the batched loader's alternating flip follows the epoch
+        loader.set_epoch(epoch - 1)
     x, y = next(iter(loader))
     return x.numpy(), y.numpy().reshape(-1), bundle
 

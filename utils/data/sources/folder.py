@@ -3,6 +3,8 @@
 ``data_dir/train/<class>/*`` (+ optional ``data_dir/val/<class>/``, ``data_dir/test/<class>/``) or
 ``data_dir/<class>/*``. Classes = sorted folder names of the training split (bytes of a name that
 are not UTF-8 shown as ``\\xe9`` escapes); JPEG/PNG/BMP files, searched recursively inside each class folder.
+With ``DataLoader.batched`` the images are decoded once into one array (``Data.preload`` is not read) and
+cached in ``data_dir/.cache/`` (:mod:`utils.data.cache`).
 """
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ import os
 
 import numpy as np
 
+from utils.data.batched import check_config_ops
+from utils.data.cache import cached_image_store
 from utils.data.registry import ImageSource, register_dataset, require_data_dir
 from utils.data.storage import IMAGE_EXTS, image_store, list_images
 from utils.errors import DataError, did_you_mean
@@ -48,7 +52,13 @@ def load_folder(cfg: dict) -> ImageSource:
         if not labels:
             raise DataError(f"no images in {sdir}: expected {sdir}/<class>/*.jpg")
         splits[split] = (np.arange(start, len(paths)), np.asarray(labels, np.int64))
-    store, channels, uniform = image_store(paths, cfg["Data"]["preload"])
+    if (cfg.get("DataLoader") or {}).get("batched"):
+        # one uint8 array for the batched loader, decoded once and cached under root/.cache
+        check_config_ops(cfg)  # an op without a batch version fails before the decoding
+        labels = np.concatenate([lab for _, lab in splits.values()])
+        store, channels, uniform = cached_image_store(paths, labels, root)
+    else:
+        store, channels, uniform = image_store(paths, cfg["Data"]["preload"])
     return ImageSource(store, splits, [printable(c) for c in classes], channels, uniform, where=root)
 
 
