@@ -82,10 +82,22 @@ def test_healthy_mlp_digits_passes_every_check(mlp_cfg):
 
 
 def test_registered_models_are_batch_independent(mlp_cfg, digits):
+    from utils.errors import ConfigError
+
+    big = None  # digits resized to 16x16, for the models that need more than 8x8 pixels (fastnet: >= 9)
     for name in list_models():
         kw = {"patch_size": 2} if name.startswith("gmlp") else {}
-        res = run_checks(mlp_cfg, ["batch_independence"], bundle=digits,
-                         model_fn=lambda: build_model(name, num_classes=10, in_channels=1, image_size=8, **kw))[0]
+        cfg, bundle, size = mlp_cfg, digits, 8
+        try:
+            build_model(name, num_classes=10, in_channels=1, image_size=8, **kw)
+        except ConfigError as e:
+            assert "image_size" in str(e), (name, e)
+            if big is None:
+                cfg16 = cfg_of("configs/mlp_digits.yml", "Data.image_size=16")
+                big = (cfg16, build_datasets(cfg16))
+            (cfg, bundle), size = big, 16
+        res = run_checks(cfg, ["batch_independence"], bundle=bundle,
+                         model_fn=lambda: build_model(name, num_classes=10, in_channels=1, image_size=size, **kw))[0]
         assert res.status == PASS and res.values["cross"] == 0.0 and res.values["self_grad"] > 0, (name, res.evidence)
 
 
@@ -365,3 +377,62 @@ def test_tool_user_error_exit_2():
     assert p.returncode == 2 and p.stdout == ""
     assert p.stderr.startswith("error: unknown check 'overfit_tiy' (did you mean 'overfit_tiny'?)")
     assert len(p.stderr.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- FineTune, as training applies it
+
+def test_checks_see_the_finetune_freeze_and_lr_mult(mlp_cfg, digits):
+    """tools/check.py builds the model as training does: FineTune.freeze / lr_mult applied."""
+    from utils.checks.context import CheckContext
+
+    cfg = cfg_of("configs/mlp_digits.yml", "FineTune.freeze=[body.0.*]", "FineTune.lr_mult={head: 0.5}")
+    net = CheckContext(cfg, bundle=digits).new_model()
+    frozen = sorted(n for n, p in net.named_parameters() if p.stop_gradient)
+    assert frozen == ["body.0.bias", "body.0.weight"]
+    assert {n: p.optimize_attr["learning_rate"] for n, p in net.named_parameters() if n.startswith("head")} == \
+        {"head.bias": 0.5, "head.weight": 0.5}
+    r = run_checks(cfg, ["gradient_flow"], bundle=digits)[0]
+    assert r.status == WARN and sorted(r.values["frozen_names"]) == frozen  # not counted as trainable
+
+
+@pytest.mark.parametrize("override", ["FineTune.freeze=['*']", "FineTune.lr_mult={'*': 0}"])
+def test_zero_trainable_parameters_is_one_line_error_before_training(tmp_path, digits, override):
+    from utils.errors import ConfigError
+    from utils.trainer import train
+
+    cfg = cfg_of("configs/mlp_digits.yml", override, f"Global.output_dir={tmp_path}")
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"{key}=.* froze all \d+ trainable tensors.*zero trainable") as e:
+        train(cfg, print_fn=lambda *a, **k: None)
+    assert "\n" not in str(e.value)
+    assert not any(f == "metrics.json" for _, _, fs in os.walk(tmp_path) for f in fs)  # no epoch ran
+    with pytest.raises(ConfigError, match=key):
+        run_checks(cfg, ["gradient_flow"], bundle=digits)
+
+
+# --------------------------------------------------------------------------- start-up schedule warnings
+
+@pytest.mark.parametrize("overrides,keys", [
+    (["LRScheduler.name=exponential", "LRScheduler.gamma=0.5"], ["LRScheduler.gamma=0.5"]),
+    (["LRScheduler.name=multistep", "LRScheduler.milestones=[1,2]", "LRScheduler.gamma=0.01"],
+     ["LRScheduler.milestones=[1, 2]", "LRScheduler.gamma=0.01"]),
+])
+def test_schedule_that_collapses_early_is_a_startup_warning(overrides, keys):
+    from utils.training.optim import build_lr_scheduler, schedule_warnings
+
+    cfg = cfg_of("configs/mlp_digits.yml", "Global.epochs=100", "LRScheduler.warmup_epochs=0", *overrides)
+    warned = [w for w in schedule_warnings(cfg, 100) if "under 1% of its peak" in w]
+    assert len(warned) == 1 and all(k in warned[0] for k in keys) and "fix: -o LRScheduler." in warned[0], warned
+    fix = warned[0].split("fix: ", 1)[1].split(" (")[0].replace("-o ", "").split()
+    fixed = cfg_of("configs/mlp_digits.yml", "Global.epochs=100", "LRScheduler.warmup_epochs=0", *overrides, *fix)
+    assert [w for w in schedule_warnings(fixed, 100) if "under 1%" in w] == []  # the printed fix works
+    sch = build_lr_scheduler(fixed, 10, 100)
+    assert sch.lr_at(99) >= 0.01 * sch.lr_at(0)
+
+
+@pytest.mark.parametrize("config", sorted(f for f in os.listdir(os.path.join(ROOT, "configs")) if f.endswith(".yml")))
+def test_shipped_schedules_do_not_collapse_early(config):
+    cfg = cfg_of(os.path.join("configs", config))
+    from utils.training.optim import schedule_warnings
+
+    assert [w for w in schedule_warnings(cfg, cfg["Global"]["epochs"]) if "under 1%" in w] == []

@@ -435,6 +435,9 @@ def test_class_sorted_data_without_shuffling(out, filelists):
                   "DataLoader.shuffle=false", "Global.epochs=3")
     assert "unshuffled_batches" in found(diag)
     assert "divergence" not in found(diag)  # the loss jumps at class changes are explained, not an LR problem
+    # printed before enough batches were sampled to see the sorting: the end report says what replaced it
+    assert all(f["superseded_by"] == "unshuffled_batches" for f in diag.get("earlier_findings", [])
+               if f["id"] in ("divergence", "oscillation"))
 
 
 class _NaNAt(paddle.io.Dataset):
@@ -579,3 +582,196 @@ def test_diagnose_tool(out, tmp_path):
         f"error: {tmp_path / 'no_such_run'}: not a directory (pass a run directory such as output/gmlp_digits/<timestamp>)"]
     proc = run_tool(str(tmp_path))
     assert proc.returncode == 2 and "not a run directory" in proc.stderr
+
+
+# -- the doctor never ends a run, and its numbers hold
+
+def _boom(*a, **k):
+    raise RuntimeError("injected")
+
+
+@pytest.mark.parametrize("target", ["rule", "on_train_batch_end", "on_eval_end"])
+def test_a_failing_doctor_part_warns_once_and_training_finishes(out, monkeypatch, target):
+    """An exception in a rule or a hook: one line naming the part and the cause, the run ends normally."""
+    import utils.doctor.rules as rules
+
+    if target == "rule":
+        monkeypatch.setattr(rules, "rule_plateau", _boom)
+    else:
+        from utils.doctor.callback import Doctor
+
+        monkeypatch.setattr(Doctor, target, _boom)
+    printed = []
+    m, _ = run(out, f"broken_{target}", "Global.epochs=2", print_fn=printed.append)
+    with open(os.path.join(m["run_dir"], "metrics.json"), encoding="utf-8") as f:
+        assert json.load(f)["status"] == "finished"
+    assert m["epochs_run"] == 2
+    warned = [ln for ln in printed if isinstance(ln, str) and ln.startswith("warning: doctor")]
+    part = "rule rule_plateau" if target == "rule" else f"hooks ({target})"
+    assert warned == [warned[0]] and f"doctor {part} failed (RuntimeError: injected)" in warned[0], warned
+
+
+def test_rules_take_collapsed_statistics():
+    """After divergence: float32 confidences all 1.0, gradients ~1e-13, dead layers; no rule raises."""
+    steps = range(1, 201)
+    series = RunSeries(train_loss=[(s, 2.3) for s in steps],
+                       evals=evals_from([2.3] * 6, [2.3] * 6, [0.1] * 6),
+                       grad_norm=[(s, float(np.float32(1e-13))) for s in steps],
+                       confidence=[(s, float(np.float32(1.0))) for s in steps],
+                       grads=[{"name": f"l{i}.weight", "rms": 1e-13, "ndim": 2} for i in range(3)], grads_step=200,
+                       layers=[{"name": "fc", "type": "Linear", "rms": 0.0, "absmax": 0.0, "dead": None},
+                               {"name": "act", "type": "ReLU", "rms": 0.0, "absmax": 0.0, "dead": 1.0}],
+                       layers_step=200, input_rms=0.0, clip={"samples": 20, "clipped": 0})
+    failed = {}
+    found = diagnose(series, ctx(), failed)
+    assert failed == {} and found and ids(found)
+
+
+def test_line_change_stays_within_the_values():
+    from utils.doctor.series import line_change
+
+    # a loss that fell fast then flattened: the fitted line ends below zero; the change cannot pass -100%
+    absolute, relative = line_change([1.0, 0.1, 0.05, 0.04, 0.04])
+    assert -1.0 < relative < 0 and absolute >= -(1.0 - 0.04)
+    assert line_change([3.0, 2.0, 1.0]) == pytest.approx((-2.0, -2 / 3))
+    evals = evals_from([1.0, 0.1, 0.05, 0.04, 0.04], [1.2, 0.3, 0.2, 0.25, 0.3])
+    for f in diagnose(RunSeries(evals=evals), ctx()):
+        for k in ("train_change", "val_change"):
+            assert f.evidence.get(k, 0) > -1.0, f.text()
+
+
+def test_plateau_best_is_never_nan():
+    """Regression evaluations without a finite MAE: the plateau names the loss, not 'best mae nan'."""
+    evals = [{"step": 10 * i, "epoch": i, "loss": 0.5, "acc": None, "mae": float("nan"), "train_loss": 0.5}
+             for i in range(1, 9)]
+    found = [f for f in diagnose(RunSeries(evals=evals), ctx(task="regression", baseline_loss=1.0)) if f.id == "plateau"]
+    assert found and found[0].evidence["metric"] == "loss" and found[0].evidence["best_metric"] == 0.5
+    assert "nan" not in found[0].message("en") and "nan" not in found[0].message("zh")
+
+
+def test_no_overfitting_while_the_val_loss_is_at_its_best():
+    # train falls, the val loss falls a little too: flat by the line, but the last one is the best
+    evals = evals_from([1.0, 0.8, 0.6, 0.4, 0.2], [0.07020, 0.07015, 0.07010, 0.07008, 0.07005], [0.5] * 5)
+    assert "overfitting" not in ids(diagnose(RunSeries(evals=evals), ctx()))
+
+
+def test_healthy_early_stopped_run_is_info_only():
+    """Converged (acc 0.98) and stopped by early stopping 10 evaluations after the best: no warning."""
+    val = [0.5, 0.2, 0.1, 0.06] + [0.062, 0.064, 0.063, 0.066, 0.065, 0.064, 0.066, 0.067, 0.066, 0.068]
+    train = [0.8, 0.3, 0.1, 0.05] + [0.04 - 0.003 * i for i in range(10)]
+    evals = evals_from(train, val, [0.8, 0.93, 0.96, 0.98] + [0.98] * 10)
+    found = diagnose(RunSeries(evals=evals), ctx(steps_per_epoch=20))
+    assert ids(found, ("error", "warn")) == [] and {"plateau", "overfitting"} & set(ids(found))
+    # the same curves at 40% accuracy are not healthy: the plateau stays a warning
+    found = diagnose(RunSeries(evals=evals_from(train, val, [0.4] * 14)), ctx())
+    assert "plateau" in ids(found, ("warn",))
+
+
+def test_below_chance_is_its_own_finding():
+    evals = evals_from([2.0] * 6, [2.6] * 6, [0.02, 0.03, 0.02, 0.01, 0.02, 0.02])
+    found = diagnose(RunSeries(evals=evals), ctx())
+    assert "below_chance" in ids(found, ("warn",)) and not {"acc_chance", "acc_stuck"} & set(ids(found))
+    # an imbalanced val set (majority 0.5): a low accuracy there is the chance rule's business
+    found = diagnose(RunSeries(evals=evals), ctx(majority_rate=0.5))
+    assert "below_chance" not in ids(found)
+
+
+def test_one_report_never_says_raise_and_lower_the_lr():
+    from utils.doctor.rules import resolve_lr_conflicts
+
+    up = Finding("uniform_confidence", "warn", {"from_step": 150, "confidence": 0.12, "uniform": 0.1,
+                                                 "num_classes": 10}, 200)
+    down = Finding("divergence", "error", {"value": 9.0, "best": 1.0, "best_step": 20, "ratio": 9.0}, 120)
+    resolve_lr_conflicts([up, down])
+    assert up.set_aside_for == "divergence" and down.set_aside_for is None
+    for lang in D.LANGS:
+        assert "divergence" in up.remedy(lang) and "lr_find" in up.remedy(lang)
+    assert "raise the learning rate" not in up.remedy("en") and "set aside" in up.text("en")
+    text = D.format_report([up, down])
+    assert "raise the learning rate" not in text and "lower Optimizer.lr" in text
+    assert Finding.from_dict(up.to_dict()).set_aside_for == "divergence"
+
+
+def test_end_summary_holds_every_finding_printed_live():
+    from utils.doctor.callback import Doctor
+    from utils.training.callbacks import Progress
+
+    printed = []
+    doc = Doctor(Progress(0, 10, 20), ctx(), print_fn=printed.append)
+    doc.series.finished = False
+    train = [2.0, 1.8, 1.6, 1.4, 1.2, 1.0, 0.9, 0.85, 0.8]
+    val = [1.5, 1.4, 1.3, 1.5, 1.7, 1.9, 1.2, 1.1, 1.0]
+    for e in evals_from(train, val, [0.4] * 9):
+        doc.series.evals.append(e)
+        doc.report_new(("error", "warn"))
+    assert any("overfitting" in p for p in printed)  # said during the run ...
+    doc.on_train_end()
+    summary = printed[-1]
+    assert "still_learning" in summary and "overfitting" in summary  # ... and kept, saying what replaced it
+    assert "at the end replaced by still_learning" in summary
+    report = doc.report()
+    assert [f["id"] for f in report["earlier_findings"]] == ["overfitting"]
+    assert report["earlier_findings"][0]["superseded_by"] == "still_learning"
+    assert "overfitting" not in {f["id"] for f in report["findings"]}  # the counts are the end state's
+
+
+def _fast_healthy_configs():
+    # the shipped configs that run to their end in seconds (mlp_digits ~12 s, mlp_diabetes ~3 s on 2 shared
+    # cores); the CNN/ResNet/gMLP ones take 1-6 minutes each and are checked by hand
+    return ["configs/mlp_digits.yml", "configs/mlp_diabetes.yml"]
+
+
+@pytest.mark.parametrize("config", _fast_healthy_configs())
+def test_shipped_configs_end_without_warnings(out, config):
+    """The fastest shipped configs, run to their normal end: no warning or error from the doctor."""
+    name = os.path.basename(config).split(".")[0] + "_shipped"
+    m, diag = run(out, name, config=config)
+    assert m["status"] in ("finished", "stopped") and "doctor" not in str(m.get("stop_reason") or "")  # early stopping
+    assert found(diag) == set(), [f["message"] for f in diag["findings"]]
+
+
+@pytest.mark.parametrize("val,train", [
+    # googlenet_digits, epochs 1-9: a val loss rise while the train loss rose too, then a one-evaluation spike
+    ([58.2, 0.755, 0.189, 0.0895, 0.125, 0.1335, 0.099, 0.0936, 0.1344],
+     [1.88, 0.534, 0.200, 0.106, 0.124, 0.114, 0.0554, 0.0402, 0.0306]),
+    # resnet20_sa_digits, epochs 1-8: the train loss near zero and still falling while the val loss falls
+    ([0.546, 0.364, 0.0876, 0.086, 0.061, 0.0651, 0.064, 0.0483], [1.33, 0.157, 0.0788, 0.0254, 0.0066, 0.0047,
+                                                                    0.0071, 0.0021]),
+])
+def test_real_healthy_curves_raise_no_warning_at_any_evaluation(val, train):
+    """Live, the doctor judges every prefix of the run: none of these may warn (the runs ended at 0.98-0.99)."""
+    accs = [0.1, 0.83, 0.955, 0.978, 0.964, 0.969, 0.978, 0.98, 0.961][:len(val)]
+    for k in range(3, len(val) + 1):
+        evals = evals_from(train[:k], val[:k], accs[:k], every=23)
+        found = diagnose(RunSeries(evals=evals, finished=False), ctx(steps_per_epoch=23))
+        assert ids(found, ("error", "warn")) == [], (k, [f.text() for f in found])
+
+
+def test_persistent_val_rise_with_falling_train_loss_is_still_overfitting():
+    val = [1.0, 0.6, 0.4, 0.35, 0.45, 0.55, 0.65]
+    train = [1.0, 0.6, 0.35, 0.25, 0.15, 0.08, 0.04]
+    found = diagnose(RunSeries(evals=evals_from(train, val, [0.5] * 7)), ctx())
+    assert "overfitting" in ids(found, ("warn",))
+
+
+def test_oscillation_is_not_judged_on_the_first_steps():
+    """The first steps fall from ln C in large noisy jumps: learning, not overshooting."""
+    rng = np.random.RandomState(0)
+    early = [(s, max(2.3 * math.exp(-s / 8) + 0.4 * rng.randn(), 0.01)) for s in range(1, 37)]
+    assert "oscillation" not in ids(diagnose(RunSeries(train_loss=early, finished=False), ctx()))
+    later = early + [(s, max(0.4 + 0.5 * rng.randn(), 0.01)) for s in range(37, 121)]
+    assert "oscillation" in ids(diagnose(RunSeries(train_loss=later), ctx()))
+
+
+def test_two_stage_finetune_judges_the_second_stage_on_its_own():
+    """finetune_digits: the body unfreezes after 2 epochs (24 steps) and both losses jump, then fall to 0.97."""
+    train = [2.6095, 1.373, 3.0519]  # the run's first three evaluations (steps 12, 24, 36)
+    val = [1.407, 1.2736, 5.6095]
+    evals = evals_from(train, val, [0.622, 0.733, 0.511], every=12)
+    series = RunSeries(evals=evals, train_loss=[(s, 0.5) for s in range(1, 37)], finished=False)
+    assert "both_rising" in ids(diagnose(series, ctx(steps_per_epoch=12)), ("error",))  # without the stage known
+    assert ids(diagnose(series, ctx(steps_per_epoch=12, restart_step=24)), ("error", "warn")) == []
+    from utils.doctor.config_context import run_context
+
+    cfg = load_config(os.path.join(ROOT, "configs/finetune_digits.yml"), [])
+    assert run_context(cfg, steps_per_epoch=12).restart_step == 24

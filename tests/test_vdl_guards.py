@@ -121,3 +121,47 @@ def test_training_survives_a_broken_visualdl(tmp_path, monkeypatch):
     parts = sorted(ln.split("warning: VisualDL ", 1)[1].split(" could not", 1)[0] for ln in warned)
     assert parts == sorted(["PR curves", "confidence histograms", "hparams", "histograms", "prediction images"]), warned
     assert os.path.isfile(os.path.join(metrics["run_dir"], "metrics.json"))
+
+
+def test_collapsed_model_eval_details_log_without_warnings(tmp_path):
+    """After divergence every prediction is certain (float32 confidences ~1.0) and the gradients ~1e-13:
+    confidence histograms, PR curves and gradient histograms of such a model still log, no part switches off."""
+    logger, writer, warnings = vdl_logger(tmp_path, confidence_histogram=True, pr_curves=True)
+    logits = np.zeros((64, 10), np.float32)
+    logits[:, 3] = 60.0                                   # softmax: 1.0 in float32 for class 3, ~1e-27 elsewhere
+    labels = np.arange(64) % 10
+    grads = (1e-13 * (1 + np.random.default_rng(0).random(50) * 1e-6)).astype(np.float32)
+    for s in (1, 2):
+        logger.log_eval_details(s, logits, labels)
+        logger.guarded("histograms", logger.log_histograms, s, [("fc.weight", "w_0", grads)], {"w_0": grads})
+    writer.close()
+    assert warnings == [] and logger.failed == {}
+    from visualdl import LogReader
+
+    reader = LogReader(file_path=os.path.join(tmp_path, os.listdir(tmp_path)[0]))
+    assert [r.id for r in reader.get_data("pr_curve", "pr_curve/3")] == [1, 2]
+    assert sum(reader.get_data("histogram", "eval/confidence")[0].histogram.hist) == 64
+    assert sum(reader.get_data("histogram", "grads/fc.weight")[0].histogram.hist) == 50
+
+
+def test_training_survives_a_visualdl_log_that_cannot_be_opened(tmp_path, monkeypatch):
+    """The writer itself fails to open: one warning, no curves, the run trains and writes metrics.json."""
+    import json
+
+    import utils.trainer as trainer
+    from utils.config import load_config
+
+    def refuse(run_dir):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(trainer, "open_writer", refuse)
+    path = os.path.join(str(tmp_path), "c.yml")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(BASE.replace("VisualDL: {enable: false}", "VisualDL: {enable: true}"))
+    cfg = load_config(path, [f"Global.output_dir={tmp_path}/out", "Global.epochs=1", "Data.fraction=0.2"])
+    printed = []
+    metrics = trainer.train(cfg, print_fn=printed.append)
+    warned = [ln for ln in printed if ln.startswith("warning: VisualDL is off")]
+    assert len(warned) == 1 and "No space left on device" in warned[0]
+    saved = json.load(open(os.path.join(metrics["run_dir"], "metrics.json")))
+    assert saved["status"] == "finished" and saved["epochs_run"] == 1

@@ -290,7 +290,11 @@ def assemble_callbacks(run: TrainRun, addons: list[AddOn], extra: Iterable = ())
     lr_fn = lambda: current_lr(run.optimizer)  # noqa: E731
     logger = []
     if cfg["VisualDL"]["enable"] and run.main:
-        run.writer = open_writer(run.run_dir)
+        try:
+            run.writer = open_writer(run.run_dir)
+        except Exception as e:  # an instrument: the run goes on without its curves
+            run.print_fn(f"warning: VisualDL is off for this run: its log could not be opened ({type(e).__name__}: {e})")
+    if run.writer is not None:
         # add_hparams runs in the logger's on_train_end, before the writer is closed after fit
         logger = [build_logger(cfg, run.writer, progress, lr_fn, run.eval_source, run.bundle,
                                best_fn=lambda: run.checkpointer.best_metrics, warn=run.print_fn)]

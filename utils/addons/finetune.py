@@ -104,6 +104,23 @@ def _report(report: LoadReport, label: str, print_fn: Callable[..., None], verbo
             print_fn(line)
 
 
+def require_trainable(plan: FineTunePlan, ft: dict) -> None:
+    """ConfigError (one line) when ``FineTune.freeze`` / ``lr_mult`` leave nothing to train: such a run would
+    spend every epoch computing a loss that no update can change."""
+    if len(plan.frozen) < len(plan.params):
+        return
+    keys = [f"FineTune.{k}={ft[k]}" for k in ("freeze", "lr_mult") if ft.get(k)]
+    raise ConfigError(f"{' and '.join(keys)} froze all {len(plan.params)} trainable tensors of the model: "
+                      f"zero trainable parameters, nothing would learn. Leave at least the head trainable "
+                      f"(e.g. FineTune.freeze=[{_first_pattern(plan)}]), or use FineTune.head_epochs for a head-first run")
+
+
+def _first_pattern(plan: FineTunePlan) -> str:
+    """A pattern freezing the first layer's tensors only (the example in the zero-trainable error)."""
+    first = plan.params[0][0]
+    return first.rsplit(".", 1)[0] + ".*" if "." in first else first
+
+
 def setup_finetune(cfg: dict, network: paddle.nn.Layer, print_fn: Callable[..., None] = print,
                    resume_state: dict | None = None) -> TwoStage | None:
     """Pretrained weights and the ``FineTune`` section, applied to ``network`` before the optimizer is built.
@@ -146,6 +163,7 @@ def setup_finetune(cfg: dict, network: paddle.nn.Layer, print_fn: Callable[..., 
     plan = FineTunePlan(network, ft["freeze"] or [], ft["lr_mult"] or {}, ft["head_epochs"], ft["head"],
                         ft["body_lr_mult"], ft["freeze_bn"], not_loaded,
                         hold_with_zero_lr=paddle.distributed.get_world_size() > 1)
+    require_trainable(plan, ft)
     start = int((resume_state or {}).get("progress", {}).get("epochs_done", 0))
     plan.apply(plan.stage_for(start))
 

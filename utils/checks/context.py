@@ -41,6 +41,24 @@ DEFAULTS = {
 }
 
 
+def apply_finetune(cfg: dict, network: Any) -> Any:
+    """The config's ``FineTune.freeze`` / ``lr_mult`` / ``head_epochs`` set on ``network`` as training sets them at
+    its first epoch (utils.addons.finetune.setup_finetune), so the checks see the parameters training will train;
+    ConfigError when they freeze everything."""
+    ft = cfg.get("FineTune") or {}
+    if not (ft.get("freeze") or ft.get("lr_mult") or (ft.get("head_epochs") or 0) > 0):
+        return network
+    # imports paddle: deferred until the thread count is set
+    from utils.addons.finetune import require_trainable
+    from utils.addons.finetune_plan import FineTunePlan
+
+    plan = FineTunePlan(network, ft["freeze"] or [], ft["lr_mult"] or {}, ft["head_epochs"], ft["head"],
+                        ft["body_lr_mult"], ft["freeze_bn"])
+    require_trainable(plan, ft)
+    plan.apply(plan.stage_for(0))
+    return network
+
+
 def labels_of(ds: Any) -> np.ndarray:
     """Every label of ``ds`` as int64 [N]: its ``labels`` array, else read sample by sample."""
     labels = getattr(ds, "labels", None)
@@ -103,9 +121,8 @@ class CheckContext:
 
         paddle.seed(self.seed)
         with unique_name.guard():
-            if self._model_fn is not None:
-                return self._model_fn()
-            return build_network(self.cfg, self.bundle)
+            net = self._model_fn() if self._model_fn is not None else build_network(self.cfg, self.bundle)
+        return apply_finetune(self.cfg, net)
 
     def eval_view(self, ds: Any) -> Any:
         """``ds`` with the eval transform (no augmentation) when it supports that."""

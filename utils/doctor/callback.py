@@ -39,6 +39,19 @@ GRAD_NORM_TAG = f"{VDL_GROUP}/grad_norm"
 CONFIDENCE_TAG = f"{VDL_GROUP}/confidence"
 DIAGNOSIS_TAG = f"{VDL_GROUP}/diagnosis"
 
+# The doctor's entry points hapi, Paddle's forward hooks and the GradMonitor call, and the part of
+# the doctor each is named by in the one warning its first failure prints. Looked up through
+# Doctor.__getattribute__, so whatever the class attribute holds runs guarded.
+GUARDED = {"on_train_begin": "hooks (on_train_begin)", "on_train_batch_begin": "hooks (on_train_batch_begin)",
+           "on_train_batch_end": "hooks (on_train_batch_end)", "on_eval_end": "hooks (on_eval_end)",
+           "on_train_end": "report (on_train_end)", "_keep_inputs": "input probe", "_network_output": "confidence probe",
+           "_check_loss": "loss probe", "_layer_output": "layer probe", "record_grads": "gradient probe",
+           "locate_now": "non-finite locator"}
+
+# A finding printed during the run that a later, more specific one explains away (rules.diagnose drops
+# divergence and oscillation once class-sorted batches are found).
+REPLACED_BY = {"divergence": ("unshuffled_batches",), "oscillation": ("unshuffled_batches",)}
+
 
 class Doctor(Callback):
     """The live training doctor (a hapi callback and a :class:`~utils.training.callbacks.PeriodicEval` listener).
@@ -58,8 +71,41 @@ class Doctor(Callback):
             input or loss is seen by one rank but the gradients are averaged over all: every rank
             must skip the update of that step, or the ranks' weights part.
 
-    Hooks only route; :meth:`diagnose` decides (the pure rules over what was collected).
+    Hooks only route; :meth:`diagnose` decides (the pure rules over what was collected). The doctor
+    never ends a run: the first exception in one of its hooks or probes (:data:`GUARDED`) is one
+    warning line naming the part, the exception type and message, and switches the doctor off; a
+    failing rule or VisualDL write switches off that rule or the doctor's VisualDL output only.
     """
+
+    def __getattribute__(self, name: str) -> Any:
+        attr = object.__getattribute__(self, name)
+        if name not in GUARDED or not callable(attr):
+            return attr
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            if object.__getattribute__(self, "off"):
+                return None
+            try:
+                return attr(*args, **kwargs)
+            except Exception as e:  # the doctor must never take the run down
+                self.fail(GUARDED[name], e)
+                return None
+        return guarded
+
+    def fail(self, part: str, error: BaseException) -> None:
+        """Report the doctor's first failure in one line and switch the doctor off; training continues."""
+        if self.off:
+            return
+        self.off = True
+        self.failure = f"{part}: {type(error).__name__}: {error}"
+        self.print(f"warning: doctor {part} failed ({type(error).__name__}: {error}); "
+                   f"the doctor is off for the rest of this run, training continues")
+        try:
+            self._unwire()
+            self.write()  # diagnosis.json says the doctor stopped and why (with what it had found so far)
+            self.sample_layers_now = self.measure_grads = self.nonfinite_pending = False
+        except Exception:  # noqa: S110 - unhooking a half-wired network: nothing more can be done
+            pass
 
     def __init__(self, progress: Progress, context: RunContext, run_dir: str | None = None, writer: Any = None,
                  print_fn: Callable[[str], Any] = print, lang: str = "en", sample_every: int = 50, grad_every: int = 10,
@@ -98,6 +144,11 @@ class Doctor(Callback):
         self._input_rms = None
         self._replaying = False
         self.stop_reason = None
+        self.off = False               # a hook failed: the doctor does nothing more
+        self.failure = None            # ... which part, and the exception
+        self.vdl_off = False           # a VisualDL write failed: no more doctor scalars
+        self.rule_failures = {}        # rule name -> "Type: message" (that rule is skipped from then on)
+        self.printed = {}              # finding id -> the Finding as printed live
 
     # -- wiring
     def on_train_begin(self, logs: dict | None = None) -> None:
@@ -160,11 +211,14 @@ class Doctor(Callback):
 
     def _layer_hook(self, name: str) -> Callable[[nn.Layer, tuple, Any], None]:
         def hook(layer: nn.Layer, inputs: tuple, output: Any) -> None:
-            x = first_tensor(output)
-            if x is not None and not self._replaying and x.dtype in FLOAT_DTYPES:
-                k = layer_kind(layer)
-                self._layer_out.append((name, k, layer_stats(x, k)))
+            self._layer_output(name, layer, output)
         return hook
+
+    def _layer_output(self, name: str, layer: nn.Layer, output: Any) -> None:
+        x = first_tensor(output)
+        if x is not None and not self._replaying and x.dtype in FLOAT_DTYPES:
+            k = layer_kind(layer)
+            self._layer_out.append((name, k, layer_stats(x, k)))
 
     # -- the step
     def on_train_batch_begin(self, step: int, logs: dict | None = None) -> None:
@@ -221,8 +275,7 @@ class Doctor(Callback):
         if self._confidence is not None:
             c = float(self._confidence)
             self.series.confidence.append((s, c))
-            if self.writer is not None:
-                self.writer.add_scalar(CONFIDENCE_TAG, c, s)
+            self.scalar(CONFIDENCE_TAG, c, s)
 
     def record_grads(self, total: float, clipped: bool | None,
                      per_param: list[tuple[paddle.Tensor, float]] | None) -> None:
@@ -236,8 +289,19 @@ class Doctor(Callback):
             self.series.grads = [{"name": self._names.get(p.name, p.name), "rms": rms, "ndim": len(p.shape)}
                                  for p, rms in per_param]
             self.series.grads_step = s
-        if self.writer is not None and math.isfinite(total):
-            self.writer.add_scalar(GRAD_NORM_TAG, total, s)
+        if math.isfinite(total):
+            self.scalar(GRAD_NORM_TAG, total, s)
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        """A doctor scalar in VisualDL; the first failed write is one warning and ends the doctor's VisualDL output."""
+        if self.writer is None or self.vdl_off:
+            return
+        try:
+            self.writer.add_scalar(tag, value, step)
+        except Exception as e:  # a logger never takes the run down
+            self.vdl_off = True
+            self.print(f"warning: doctor VisualDL scalars could not be logged ({type(e).__name__}: {e}); "
+                       f"they are off for the rest of this run")
 
     def locate_now(self) -> None:
         """Called by :class:`GradMonitor` inside the non-finite step, before the update."""
@@ -259,6 +323,8 @@ class Doctor(Callback):
         """Record the evaluation, print new errors and warnings, rewrite diagnosis.json."""
         e = {"step": int(logs["step"]), "epoch": logs.get("epoch"), "loss": float(logs["loss"]),
              "acc": float(logs["acc"]) if "acc" in logs else None}
+        if logs.get("mae") is not None:  # regression: the plateau rule watches the MAE
+            e["mae"] = float(logs["mae"])
         prev = self.series.evals[-1]["step"] if self.series.evals else 0
         recent = []
         for st, v in reversed(self.series.train_loss):  # the steps since the previous evaluation
@@ -275,18 +341,53 @@ class Doctor(Callback):
         self._unwire()
         self.series.finished = True
         self.findings = self.diagnose()
-        shown = [f for f in self.findings if f.severity in self.shown]
-        if shown or self.verbose:
-            self.print(format_report(shown, self.lang))
+        # what was printed live stays in the summary: at its final severity, or marked as replaced
+        shown = [f for f in self.findings if f.severity in self.shown or f.id in self.printed]
+        earlier = self.superseded()
+        if shown or earlier or self.verbose:
+            self.print(self.summary(shown, earlier))
         self.write()
-        if self.writer is not None:
-            text = format_report(self.findings, self.lang)
-            self.writer.add_text(DIAGNOSIS_TAG, text, step=max(self.progress.global_step, 0))
+        if self.writer is not None and not self.vdl_off:
+            try:
+                self.writer.add_text(DIAGNOSIS_TAG, self.summary(self.findings, self.superseded()),
+                                     step=max(self.progress.global_step, 0))
+            except Exception as e:  # a logger never takes the run down
+                self.vdl_off = True
+                self.print(f"warning: doctor VisualDL report text could not be logged ({type(e).__name__}: {e})")
 
     # -- decisions and output
     def diagnose(self) -> list[Finding]:
-        """The findings so far: every rule over what has been collected."""
-        return diagnose(self.series, self.context)
+        """The findings so far: every rule over what has been collected (a rule that raises is reported once
+        and skipped from then on)."""
+        before = set(self.rule_failures)
+        found = diagnose(self.series, self.context, self.rule_failures)
+        for name in sorted(set(self.rule_failures) - before):
+            self.print(f"warning: doctor rule {name} failed ({self.rule_failures[name]}); "
+                       f"that rule is off for the rest of this run, training continues")
+        return found
+
+    def summary(self, findings: list[Finding], earlier: list[Finding]) -> str:
+        """The end report: the findings, then those printed during the run that no longer hold."""
+        text = format_report(findings, self.lang)
+        if earlier:
+            text += "\n" + UI[self.lang]["earlier"] + "".join(
+                "\n  " + f.text(self.lang).replace("\n", "\n  ") for f in earlier)
+        return text
+
+    def superseded(self) -> list[Finding]:
+        """The findings printed during the run that the final ones no longer hold, each saying what replaced it
+        (a finding of the same train/val loss pattern family, else none): the end summary holds all that was said."""
+        final = {f.id for f in self.findings}
+        patterns = ("still_learning", "overfitting", "data_problem", "bottleneck", "converged", "both_rising")
+        out = []
+        for fid, f in self.printed.items():
+            if fid in final:
+                continue
+            later = [g.id for g in self.findings if fid in patterns and g.id in patterns
+                     or g.id in REPLACED_BY.get(fid, ())]
+            out.append(Finding(f.id, f.severity, dict(f.evidence), f.step, f.epoch,
+                               superseded_by=later[0] if later else ""))
+        return out
 
     def report_new(self, severities: tuple[str, ...]) -> list[Finding]:
         """Print the findings of these severities not printed before; return them."""
@@ -295,12 +396,21 @@ class Doctor(Callback):
                and f.id not in self.reported]
         for f in new:
             self.reported.add(f.id)
+            self.printed[f.id] = f
             self.print("doctor: " + f.text(self.lang))
         return new
 
     def report(self) -> dict:
-        """diagnosis.json's content."""
-        return diagnosis_dict(self.findings, self.lang, self.context, self.series)
+        """diagnosis.json's content (at the end with the findings printed earlier that no longer hold)."""
+        out = diagnosis_dict(self.findings, self.lang, self.context, self.series)
+        earlier = self.superseded() if self.series.finished else []
+        if earlier:
+            out["earlier_findings"] = [f.to_dict(self.lang) for f in earlier]
+        if self.rule_failures:
+            out["failed_rules"] = dict(self.rule_failures)
+        if self.failure:
+            out["doctor_failed"] = self.failure
+        return out
 
     def write(self) -> None:
         """Write diagnosis.json into the run directory (when there is one)."""

@@ -45,6 +45,9 @@ def run_context(cfg: dict, bundle: Any = None, network: nn.Layer | None = None, 
                      augmentation=has_augmentation(cfg.get("Transforms", {}).get("train")),
                      grad_clip=o.get("grad_clip"), clip_value=float(o.get("clip_value") or 1.0),
                      steps_per_epoch=int(steps_per_epoch), total_steps=int(steps_per_epoch) * epochs)
+    head = int((cfg.get("FineTune") or {}).get("head_epochs") or 0)
+    if 0 < head < epochs and steps_per_epoch:
+        ctx.restart_step = head * int(steps_per_epoch)  # the body unfreezes: the loss curve starts over
     if cfg.get("Global", {}).get("task") == "regression":
         ctx.task, ctx.majority_rate = "regression", None
         ctx.target_normalized = bool(cfg.get("Data", {}).get("normalize_target", True))

@@ -35,6 +35,12 @@ class Finding:
     evidence: dict = field(default_factory=dict)
     step: int | None = None
     epoch: int | None = None
+    # Set by the report, not the rule: the finding whose conflicting remedy was kept instead of this
+    # one's, and why ("severity": it is more severe; "direct": measured directly, see resolve_lr_conflicts).
+    set_aside_for: str | None = None
+    set_aside_why: str | None = None
+    # Printed during the run but not true at the end: "" = it no longer holds; else the id that replaced it.
+    superseded_by: str | None = None
 
     def __post_init__(self) -> None:
         if self.id not in MESSAGES:
@@ -51,8 +57,18 @@ class Finding:
         return self._fill(MESSAGES[self.id][check_lang(lang)][0])
 
     def remedy(self, lang: str = "en") -> str:
-        """What to do about it, in ``lang``."""
+        """What to do about it, in ``lang`` (or why its advice was set aside for another finding's)."""
+        if self.set_aside_for:
+            ui = UI[check_lang(lang)]
+            return ui["set_aside"].format(other=self.set_aside_for, why=ui["why_" + (self.set_aside_why or "direct")])
         return self._fill(MESSAGES[self.id][check_lang(lang)][1])
+
+    def note(self, lang: str = "en") -> str:
+        """For a finding printed during the run that no longer holds at the end: what became of it."""
+        if self.superseded_by is None:
+            return ""
+        ui = UI[check_lang(lang)]
+        return ui["replaced"].format(other=self.superseded_by) if self.superseded_by else ui["resolved"]
 
     def text(self, lang: str = "en") -> str:
         """``[severity] id (where): message`` and an indented remedy line."""
@@ -61,18 +77,23 @@ class Finding:
         if self.step is not None:
             where = ui["paren"].format((ui["where"] if self.epoch is not None else ui["where_step"]).format(
                 step=self.step, epoch=self.epoch))
-        return (f"[{ui['severity'][self.severity]}] {self.id}{where}{ui['colon']}{self.message(lang)}\n"
+        return (f"[{ui['severity'][self.severity]}] {self.id}{where}{ui['colon']}{self.message(lang)}{self.note(lang)}\n"
                 f"    {ui['remedy']}{self.remedy(lang)}")
 
     def to_dict(self, lang: str = "en") -> dict:
         """The finding with its message and remedy rendered in ``lang`` (an entry of diagnosis.json)."""
-        return {"id": self.id, "severity": self.severity, "step": self.step, "epoch": self.epoch,
-                "evidence": dict(self.evidence), "message": self.message(lang), "remedy": self.remedy(lang)}
+        d = {"id": self.id, "severity": self.severity, "step": self.step, "epoch": self.epoch,
+             "evidence": dict(self.evidence), "message": self.message(lang) + self.note(lang), "remedy": self.remedy(lang)}
+        for k in ("set_aside_for", "set_aside_why", "superseded_by"):
+            if getattr(self, k) is not None:
+                d[k] = getattr(self, k)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Finding:
         """The finding :meth:`to_dict` wrote (the rendered texts are dropped)."""
-        return cls(d["id"], d["severity"], dict(d.get("evidence") or {}), d.get("step"), d.get("epoch"))
+        return cls(d["id"], d["severity"], dict(d.get("evidence") or {}), d.get("step"), d.get("epoch"),
+                   d.get("set_aside_for"), d.get("set_aside_why"), d.get("superseded_by"))
 
 
 def sort_findings(findings: list[Finding]) -> list[Finding]:

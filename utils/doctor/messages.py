@@ -255,6 +255,16 @@ MESSAGES = {
                "降低学习率（一次过大的更新就可能让神经元永久死亡），使用 kaiming 初始化、LeakyReLU 或 GELU，"
                "并检查是否有很大的负偏置"),
     },
+    "below_chance": {
+        "en": ("val accuracy is below chance: {acc:.4f} on average over the last {evals} evaluations, vs {chance:.4f} "
+               "for guessing on this balanced val set ({n_val} images; more than {margin:.4f} under it): the "
+               "predictions are systematically wrong, not random",
+               "the labels do not match: train and val use a different class order (check labels.txt / the class "
+               "folders of both), or the label list is shifted against the images"),
+        "zh": ("验证准确率低于随机水平：最近 {evals} 次评估平均为 {acc:.4f}，而在这个类别均衡的验证集（{n_val} 张图片）上"
+               "随机猜测为 {chance:.4f}（低了超过 {margin:.4f}）：预测是系统性地错，而不是随机",
+               "标签对不上：训练集和验证集的类别顺序不同（检查两者的 labels.txt 或类别文件夹），或标签列表相对图片错位"),
+    },
     "targets_not_normalized": {
         "en": ("regression targets are not normalized (mean {target_mean:.4g}, std {target_std:.4g}): the training "
                "loss started at {loss:.4g}, about mean(target^2) = {target_ms:.4g}, and the output layer has to grow "
@@ -274,11 +284,25 @@ UI = {
     "en": {"severity": {"error": "error", "warn": "warning", "info": "info"},
            "header": "doctor: {n} finding(s): {error} error, {warn} warning, {info} info",
            "none": "doctor: no findings", "where": "step {step}, epoch {epoch}", "where_step": "step {step}",
-           "remedy": "remedy: ", "paren": " ({})", "colon": ": "},
+           "remedy": "remedy: ", "paren": " ({})", "colon": ": ",
+           "set_aside": "set aside: its learning-rate advice conflicts with {other}'s, which is better supported "
+                        "({why}); follow {other} first. To tell them apart, run an LR range test (tools/lr_find.py)",
+           "why_severity": "it is more severe",
+           "why_direct": "a too-high learning rate shows directly in the loss and gradients, a too-low one is inferred",
+           "replaced": " [printed during the run; at the end replaced by {other}]",
+           "resolved": " [printed during the run; no longer holds at the end]",
+           "earlier": "doctor: printed during the run, no longer holding at the end:"},
     "zh": {"severity": {"error": "错误", "warn": "警告", "info": "提示"},
            "header": "训练诊断：{n} 条发现（错误 {error}，警告 {warn}，提示 {info}）",
            "none": "训练诊断：没有发现问题", "where": "第 {epoch} 轮第 {step} 步", "where_step": "第 {step} 步",
-           "remedy": "建议：", "paren": "（{}）", "colon": "："},
+           "remedy": "建议：", "paren": "（{}）", "colon": "：",
+           "set_aside": "暂不采纳：其学习率建议与 {other} 的相反，而 {other} 的依据更充分（{why}）；请先按 {other} 处理。"
+                        "若要区分两者，请做一次学习率范围测试（tools/lr_find.py）",
+           "why_severity": "它更严重",
+           "why_direct": "学习率过大会直接体现在损失和梯度上，过小只能间接推断",
+           "replaced": " [训练中曾输出；结束时已被 {other} 取代]",
+           "resolved": " [训练中曾输出；结束时已不再成立]",
+           "earlier": "训练诊断：训练中曾输出、结束时已不再成立的发现："},
 }
 LANGS = tuple(UI)
 

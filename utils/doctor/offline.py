@@ -102,12 +102,17 @@ def diagnose_run(run_dir: str, lang: str = "en") -> dict:
     """
     check_lang(lang)
     series, ctx, sources = load_run(run_dir)
-    findings = diagnose(series, ctx)
+    failed = {}
+    findings = diagnose(series, ctx, failed)
     if not series.train_loss:
         # No per-step loss (VisualDL was off): keep what the live doctor found from it.
         diag = _read_json(os.path.join(run_dir, "diagnosis.json")) or {}
         findings = sort_findings(findings + [Finding.from_dict(f) for f in diag.get("findings", [])
                                              if f.get("id") in STEP_RULES])
     out = diagnosis_dict(findings, lang, ctx)
-    out.update(run_dir=run_dir, sources=sources, text=format_report(findings, lang))
+    text = format_report(findings, lang)
+    if failed:
+        text += "".join(f"\nwarning: doctor rule {k} failed ({v}); it was skipped" for k, v in sorted(failed.items()))
+        out["failed_rules"] = failed
+    out.update(run_dir=run_dir, sources=sources, text=text)
     return out

@@ -130,7 +130,13 @@ class GradMonitor(ClipGradBase):
         if sync is not None:  # data parallel: every rank skips the (all-reduced) update alike
             ok = not sync(not ok)
         if ok and d.measure_grads and pg:
-            ok = self._measure(pg)
+            try:
+                ok = self._measure(pg)
+            except Exception as e:  # a failed measurement must not cost the update: report it, carry on
+                fail = getattr(d, "fail", None)
+                if fail is None:
+                    raise
+                fail("gradient probe", e)
         if not ok:
             # The parameters are still those of this step's forward pass: find the source now,
             # then skip the update so the weights in memory stay the last good ones.

@@ -35,6 +35,7 @@ class RunContext:
     target_mean: float | None = None    # regression: training targets in the units the loss sees
     target_std: float | None = None
     baseline_loss: float | None = None  # regression: loss of predicting the training mean (the "chance level")
+    restart_step: int = 0               # FineTune.head_epochs: the step the body unfreezes (0 = none)
 
     @property
     def init_loss(self) -> float:
@@ -126,13 +127,19 @@ def smooth(values: list[float], beta: float = LOSS_SMOOTHING) -> list[float]:
 def line_change(values: list[float]) -> tuple[float, float]:
     """(absolute, relative) change of the least-squares line over the series.
 
-    Relative to the line's start (to the mean level if that start is <= 0).
+    The line's start and end are held within the range of the values, so a fitted line that
+    overshoots (a loss that fell fast, then flattened: the line ends below zero) cannot report a
+    change no value made: a positive series never changes by less than -100%. Relative to the
+    line's start (to the mean level if that start is <= 0).
     """
     y = np.asarray(values, dtype=np.float64)
     if len(y) < 2:
         return 0.0, 0.0
     x = np.arange(len(y), dtype=np.float64)
     slope, intercept = np.polyfit(x, y, 1)
-    change = float(slope * (len(y) - 1))
-    level = float(intercept) if intercept > 0 else float(np.mean(np.abs(y)))
+    lo, hi = float(y.min()), float(y.max())
+    start = min(max(float(intercept), lo), hi)
+    end = min(max(float(intercept + slope * (len(y) - 1)), lo), hi)
+    change = end - start
+    level = start if start > 0 else float(np.mean(np.abs(y)))
     return change, (change / level if level > 0 else 0.0)

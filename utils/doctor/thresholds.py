@@ -42,7 +42,7 @@ TREND_FLAT = 0.03
 # ... and a move smaller than this fraction of ln(num_classes) is flat whatever its relative size:
 # a training loss near zero going 0.001 -> 0.002 is +100% but nothing.
 TREND_MIN_ABS = 0.01
-# Val loss this far (5%) above its best, the best being earlier, counts as rising even when the
+# Val loss this far (5%) above its best at the last two evaluations, the best being earlier, counts as rising even when the
 # window's line is flat.
 VAL_RISE = 0.05
 # "Still high" for a loss: above this fraction of the chance-level loss ln(num_classes). Both
@@ -95,3 +95,16 @@ TARGET_RMS_MAX = 10.0
 # training mean (1 - R^2 > 0.9). Noisy targets keep much of their variance (diabetes: R^2 ~0.5),
 # so the classification threshold (HIGH_LOSS_FRACTION of ln C) would call every such run a bottleneck.
 REGRESSION_HIGH_LOSS_FRACTION = 0.9
+
+# A run that ends healthy: its accuracy got more than this share of the way from chance to 1
+# (digits: chance 0.10, a converged CNN 0.97-0.99, i.e. 0.97) ...
+WELL_ABOVE_CHANCE = 0.5
+# ... and its last val loss is within this fraction (15%) of its best (plus TREND_MIN_ABS x ln C). Early stopping (patience 10)
+# ends converged digits runs with the val loss 0-12% above its best while the accuracy holds: a
+# plateau or a slight val loss rise there is the expected end of training, said as info, not a warning.
+VAL_NEAR_BEST = 0.15
+# Below chance: the mean val accuracy this many binomial standard errors (at least
+# ACC_CHANCE_MIN_MARGIN) under 1/num_classes on a balanced val set (largest class at most
+# ACC_CHANCE_MIN_MARGIN above 1/num_classes). A guesser cannot do that: the predictions are
+# anti-correlated with the labels, i.e. labels or class order mismatched.
+ACC_BELOW_SIGMAS = 3.0
