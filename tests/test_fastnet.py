@@ -201,3 +201,34 @@ def test_onecycle_linear_is_a_triangle():
     assert cos.lr_at(12) < s.lr_at(12)  # the cosine rise starts slower
     with pytest.raises(ConfigError, match="anneal_strategy"):
         validate({"LRScheduler": {"name": "onecycle", "anneal_strategy": "cosine"}})
+
+
+def test_fast_config_resumes_exactly(tmp_path):
+    """fast_cifar10.yml (batched data, alternating flip, whitening from the data, TTA evaluation): a run cut after
+    an evaluation and resumed ends with the weights of the run that was never cut."""
+    from utils.data.synthetic import make_cifar_tarball
+    from utils.trainer import train
+
+    class Cut(Exception):
+        pass
+
+    def cut_after_epoch_2(line):
+        if "[Eval][Epoch 2/3]" in line and "eval_cost" in line:
+            raise Cut(line)
+
+    tar = make_cifar_tarball(str(tmp_path / "cifar-10-python.tar.gz"), n_train=300, n_test=20)
+    base = [f"Data.data_dir={tar}", "Data.download=false", f"Global.output_dir={tmp_path}", "VisualDL.enable=false",
+            "DataLoader.batch_size=64", "Global.eval_every_epochs=1", "Global.epochs=3"]
+    straight = train(load_config("configs/fast_cifar10.yml", base + ["Global.run_name=a", "Global.verbose=0"]),
+                     print_fn=lambda *a, **k: None)
+    with pytest.raises(Cut):
+        train(load_config("configs/fast_cifar10.yml", base + ["Global.run_name=b"]), print_fn=cut_after_epoch_2)
+    cut = str(tmp_path / "fast_cifar10" / "b")
+    resumed = train(load_config("configs/fast_cifar10.yml", base + [f"Global.checkpoints={cut}", "Global.verbose=0"]),
+                    print_fn=lambda *a, **k: None)
+    a = paddle.load(f"{straight['run_dir']}/latest.pdparams")
+    b = paddle.load(f"{resumed['run_dir']}/latest.pdparams")
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k].numpy(), b[k].numpy(), err_msg=k)
+    assert straight["final"]["acc"] == resumed["final"]["acc"]
