@@ -10,15 +10,18 @@ count) and never stops. Two curves per run:
 
 * on the clock: the run's own evaluations (``Global.eval_every_epochs`` of the config, with its
   ``Eval.tta``), at the wall time they finished;
-* between them: every epoch's checkpoint (``Checkpoint.save_every_epochs=1``) evaluated after
-  the run, off the clock, with the same TTA, placed at the time the checkpoint was written plus
-  the duration of one evaluation measured on the clock (what stopping there would have cost).
+* with ``--between``, also every epoch's checkpoint (``Checkpoint.save_every_epochs=1``) evaluated
+  after the run, off the clock, with the same TTA, placed at the time the checkpoint was written
+  plus the duration of one evaluation measured on the clock (what stopping there would have cost).
 
-Times to 85%, 88% and 90% come from the joined curve. Configs without a schedule short enough for
-the budget get ``--epochs`` (or keep their own, the default); ``--minutes`` only marks the budget
-in the report. Several ``--seeds`` give the mean and the spread.
+Times to 85%, 88% and 90% come from the joined curve. A config keeps its own epochs (the fast
+recipe's fit the hour), or gets ``--epochs``, or with ``--fit`` the whole epochs that fit in
+``--minutes`` at the speed a short probe measures (warmup cut to 10% of them, as the 30-epoch GPU
+schedules of the other configs need); otherwise ``--minutes`` only marks the budget in the report.
+Several ``--seeds`` give the spread.
 
     python bench/bench_cifar.py --configs configs/fast_cifar10.yml [--seeds 0 1 2] [--minutes 60]
+    python bench/bench_cifar.py --configs configs/googlenet_cifar10.yml --minutes 8 --fit
 """
 import argparse
 import json
@@ -34,7 +37,7 @@ from utils.build import configure_threads  # noqa: E402
 configure_threads(0)
 
 from common import CIFAR_JPG as ARCHIVE  # noqa: E402
-from common import extract  # noqa: E402  (bench/ is on sys.path when run as a script)
+from common import extract, probe_speed  # noqa: E402  (bench/ is on sys.path when run as a script)
 from paddle.callbacks import Callback  # noqa: E402
 
 from utils.config import load_config  # noqa: E402
@@ -42,6 +45,7 @@ from utils.runs import evaluate_run  # noqa: E402
 from utils.trainer import train  # noqa: E402
 
 TARGETS = (0.85, 0.88, 0.90)
+TRAIN_IMAGES = 45000
 
 
 class Clock(Callback):
@@ -56,7 +60,8 @@ class Clock(Callback):
 
     def on_eval_end(self, logs=None):
         logs = logs or {}
-        self.evals.append({"min": (time.time() - self.t0) / 60, "acc": logs.get("acc"), "eval_s": logs.get("eval_time")})
+        self.evals.append({"min": (time.time() - self.t0) / 60, "acc": logs.get("acc"), "eval_s": logs.get("eval_time"),
+                           "epoch": len(self.epoch_end) + 1})  # evaluated inside on_epoch_end, before ours
 
 
 def time_to(curve, target):
@@ -71,7 +76,10 @@ def run_one(path, root, args, seed):
     overrides = ["Data.name=folder", f"Data.data_dir={root}", "Data.val_split=0.1", "Data.split_seed=0",
                  f"Global.seed={seed}", f"Global.output_dir={args.output}", f"Global.run_name={os.path.basename(path)[:-4]}-s{seed}",
                  "Checkpoint.save_every_epochs=1", "EarlyStopping.enable=false", "Global.log_every_iters=50"]
-    if args.epochs:
+    if args.fit:
+        epochs = max(1, round(args.minutes * 60 * probe_speed(os.path.join(ROOT, path)) / TRAIN_IMAGES))
+        overrides += [f"Global.epochs={epochs}", f"LRScheduler.warmup_epochs={0.1 * epochs:.2f}"]
+    elif args.epochs:
         overrides.append(f"Global.epochs={args.epochs}")
     cfg = load_config(os.path.join(ROOT, path), overrides)
     t0 = time.time()
@@ -81,9 +89,9 @@ def run_one(path, root, args, seed):
     run_dir = m["run_dir"]
     eval_s = max((e["eval_s"] or 0) for e in clock.evals) if clock.evals else 0.0
     offline = []
-    for epoch, t_end in enumerate(clock.epoch_end, start=1):
+    for epoch, t_end in enumerate(clock.epoch_end if args.between else [], start=1):
         prefix = os.path.join(run_dir, f"epoch_{epoch}")
-        if os.path.exists(prefix + ".pdparams"):
+        if os.path.exists(prefix + ".pdparams") and epoch not in {e["epoch"] for e in clock.evals}:
             acc = evaluate_run(cfg, prefix)["acc"]
             offline.append(((t_end + eval_s) / 60, acc))
             print(f"  epoch {epoch}: {acc:.4f} at {(t_end + eval_s) / 60:.1f} min (checkpoint, evaluated after the run)", flush=True)
@@ -107,10 +115,13 @@ def main():
     p.add_argument("--seeds", type=int, nargs="*", default=[0])
     p.add_argument("--minutes", type=float, default=60.0, help="the budget the report marks (not enforced)")
     p.add_argument("--epochs", type=int, default=0, help="override Global.epochs (0 = the config's)")
+    p.add_argument("--fit", action="store_true", help="train the whole epochs that fit in --minutes (a speed probe decides)")
     p.add_argument("--data", default=ARCHIVE)
     p.add_argument("--workdir", default=os.path.join("/tmp", "cifar10-jpg"))
     p.add_argument("--output", default=os.path.join("/tmp", "bench_cifar"))
     p.add_argument("--verbose", action="store_true", help="print the training log")
+    p.add_argument("--between", action="store_true",
+                   help="also evaluate every epoch's checkpoint after the run (off the clock; one evaluation each)")
     args = p.parse_args()
     if not os.path.exists(args.data):
         print(f"skipped: {os.path.normpath(args.data)} not found (the real CIFAR-10 JPEG archive lives in "
