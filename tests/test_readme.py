@@ -53,6 +53,7 @@ SKIPPED = {
                                                                            "(.ci/run does, then tests/test_export.py -k paddlex)",
     "python bench/bench_overhead.py": BENCH,
     "python bench/bench_data.py": BENCH + "; reads the real CIFAR-10 JPEGs from ../shared/data",
+    "python bench/bench_step.py": BENCH,
     "python bench/bench_cifar.py": BENCH + "; reads the real CIFAR-10 JPEGs from ../shared/data",
     "python bench/bench_cifar.py --minutes 8 --fit --configs configs/gmlp_cifar10.yml configs/googlenet_cifar10.yml "
     "configs/cnn_cifar10.yml configs/cnn_sa_cifar10.yml configs/resnet20_cifar10.yml configs/resnet20_sa_cifar10.yml":
