@@ -88,6 +88,8 @@ class Doctor(Callback):
             try:
                 return attr(*args, **kwargs)
             except Exception as e:  # the doctor must never take the run down
+                if "KeyboardInterrupt" in f"{type(e).__name__} {e}":  # a Ctrl-C Paddle re-raised as its own error
+                    raise KeyboardInterrupt from e
                 self.fail(GUARDED[name], e)
                 return None
         return guarded
